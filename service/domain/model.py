@@ -1,0 +1,130 @@
+"""Cables, CPOs and subscriptions, validated on construction so invalid states cannot exist."""
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+
+from service.domain.blocks import aligned
+from service.domain.errors import InvalidInput
+from service.domain.units import Unit, to_capacity
+
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
+_USERNAME = re.compile(r"^[A-Za-z0-9._@-]{1,64}$")
+
+
+def check_id(value: str, field_name: str) -> str:
+    if not isinstance(value, str) or not _ID.match(value):
+        raise InvalidInput(
+            f"{field_name} {value!r} is not a valid id: use 1-64 letters, digits, '.', '_', ':' or '-', "
+            "starting with a letter or digit"
+        )
+    return value
+
+
+class Binding(StrEnum):
+    """How the DSO pushes to a CPO (the gateway issue adds the pushes)."""
+
+    SOAP11 = "soap11"
+    SOAP12 = "soap12"
+    JSON = "json"
+
+
+@dataclass(frozen=True, slots=True)
+class LimitOverride:
+    """A limit that replaces the rated limit in [start, end): maintenance, seasonal rating."""
+
+    start: datetime
+    end: datetime
+    limit: Decimal
+    reason: str
+    id: int | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "start", aligned(self.start, "override.start"))
+        object.__setattr__(self, "end", aligned(self.end, "override.end"))
+        object.__setattr__(self, "limit", to_capacity(self.limit, "override.limit"))
+        if self.end <= self.start:
+            raise InvalidInput("override.end must be after override.start")
+        if not self.reason.strip():
+            raise InvalidInput("override.reason must say why (e.g. 'maintenance on joint 4')")
+
+    def covers(self, block_start: datetime) -> bool:
+        return self.start <= block_start < self.end
+
+
+@dataclass(frozen=True, slots=True)
+class Cable:
+    id: str
+    name: str
+    unit: Unit
+    rated_limit: Decimal
+    phases: int
+    voltage_v: Decimal
+    margin: Decimal = Decimal(0)
+    reserve_share: Decimal = Decimal("0.1")
+    base_load: Decimal = Decimal(0)  # static base load until forecasts provide one per block
+    overrides: tuple[LimitOverride, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        check_id(self.id, "cable id")
+        if not self.name.strip():
+            raise InvalidInput("cable name must not be empty")
+        try:
+            object.__setattr__(self, "unit", Unit(self.unit))
+        except ValueError:
+            raise InvalidInput(f"unit must be 'A' (current per phase) or 'KW' (total power), got {self.unit!r}") from None
+        for name in ("rated_limit", "margin", "base_load"):
+            object.__setattr__(self, name, to_capacity(getattr(self, name), name))
+        if self.phases not in (1, 2, 3):
+            raise InvalidInput(f"phases must be 1, 2 or 3, got {self.phases}")
+        voltage = Decimal(str(self.voltage_v))
+        if not voltage.is_finite() or voltage <= 0:
+            raise InvalidInput(f"voltage_v must be a positive phase voltage such as 230, got {self.voltage_v}")
+        object.__setattr__(self, "voltage_v", voltage)
+        share = Decimal(str(self.reserve_share))
+        if not share.is_finite() or not Decimal(0) <= share < 1:
+            raise InvalidInput(f"reserve_share must be in [0, 1), got {self.reserve_share}")
+        object.__setattr__(self, "reserve_share", share)
+
+    def limit_at(self, block_start: datetime) -> Decimal:
+        """Effective limit of a block: the lowest override covering it, else the rated limit."""
+        covering = [o.limit for o in self.overrides if o.covers(block_start)]
+        return min(covering) if covering else self.rated_limit
+
+
+@dataclass(frozen=True, slots=True)
+class Cpo:
+    id: str
+    name: str
+    username: str
+    endpoint_url: str
+    binding: Binding
+
+    def __post_init__(self) -> None:
+        check_id(self.id, "cpo id")
+        if not self.name.strip():
+            raise InvalidInput("cpo name must not be empty")
+        if not _USERNAME.match(self.username):
+            raise InvalidInput("username must be 1-64 letters, digits, '.', '_', '@' or '-'")
+        if not re.match(r"^https?://[^\s/]+", self.endpoint_url):
+            raise InvalidInput(f"endpoint_url must be an http(s) URL, got {self.endpoint_url!r}")
+        try:
+            object.__setattr__(self, "binding", Binding(self.binding))
+        except ValueError:
+            raise InvalidInput(f"binding must be soap11, soap12 or json, got {self.binding!r}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    """A CPO with charge points on a cable: its share weight and the budget it is guaranteed."""
+
+    cable_id: str
+    cpo_id: str
+    weight: Decimal
+    guaranteed_minimum: Decimal
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "weight", to_capacity(self.weight, "weight"))
+        object.__setattr__(self, "guaranteed_minimum", to_capacity(self.guaranteed_minimum, "guaranteed_minimum"))
