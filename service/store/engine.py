@@ -1,0 +1,78 @@
+"""Engines and transactions that serialise writers per cable, across threads and processes.
+
+PostgreSQL: every write transaction locks the rows of the cables it touches (SELECT ... FOR UPDATE,
+in id order, so two writers never deadlock); other cables proceed in parallel.
+SQLite: a write transaction starts with BEGIN IMMEDIATE, taking the database's single write lock
+up front, so two processes can never read the same budgets and both decide on them.
+"""
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, select
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
+
+from service.store.tables import Base, CableRow
+
+_READ_ONLY = "gridcap_read_only"
+
+
+def make_engine(url: str) -> Engine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        engine = create_engine(url, connect_args={"timeout": 60})
+        _configure_sqlite(engine)
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")  # readers do not block the writer
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=60000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        read_only = connection.get_execution_options().get(_READ_ONLY, False)
+        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+
+class Database:
+    """The engine and the two kinds of transaction the use cases need."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+        self._reader = self.engine.execution_options(**{_READ_ONLY: True})
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def create_schema(self) -> None:
+        Base.metadata.create_all(self.engine)
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def write(self, lock_cables: tuple[str, ...] = ()) -> Iterator[Session]:
+        """A transaction that commits on success and rolls back on any exception."""
+        with Session(self.engine, expire_on_commit=False) as session, session.begin():
+            if lock_cables and self.dialect != "sqlite":
+                session.execute(
+                    select(CableRow.id).where(CableRow.id.in_(sorted(set(lock_cables)))).order_by(CableRow.id).with_for_update()
+                )
+            yield session
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        with Session(self._reader, expire_on_commit=False) as session, session.begin():
+            yield session

@@ -1,0 +1,362 @@
+"""Reads and writes of domain objects within one transaction (a SQLAlchemy Session)."""
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import delete, func, insert, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from service.domain.allocation import BlockState, BudgetChange, CableBook, PendingRequest
+from service.domain.errors import UnknownCable, UnknownCpo
+from service.domain.model import Binding, Cable, Cpo, LimitOverride, Subscription
+from service.domain.units import Unit
+from service.store.tables import (
+    BlockRow,
+    BudgetRow,
+    CableRow,
+    CpoRow,
+    DecisionRow,
+    LedgerRow,
+    LimitOverrideRow,
+    PendingRequestRow,
+    SubscriptionRow,
+    UsageRow,
+)
+
+
+class Repository:
+    """All persistence the use cases need, on one open transaction."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    # --- cables -------------------------------------------------------------------------------
+
+    def cable(self, cable_id: str) -> Cable:
+        row = self.session.get(CableRow, cable_id)
+        if row is None:
+            raise UnknownCable(f"cable {cable_id!r} does not exist; list cables with GET /api/v1/cables")
+        return self._cable(row, self._overrides(cable_id))
+
+    def cables(self) -> list[Cable]:
+        overrides: dict[str, list[LimitOverride]] = {}
+        for o in self.session.scalars(select(LimitOverrideRow).order_by(LimitOverrideRow.start)):
+            overrides.setdefault(o.cable_id, []).append(_override(o))
+        rows = self.session.scalars(select(CableRow).order_by(CableRow.id))
+        return [self._cable(row, overrides.get(row.id, [])) for row in rows]
+
+    def cable_exists(self, cable_id: str) -> bool:
+        return self.session.get(CableRow, cable_id) is not None
+
+    def _overrides(self, cable_id: str) -> list[LimitOverride]:
+        rows = self.session.scalars(
+            select(LimitOverrideRow).where(LimitOverrideRow.cable_id == cable_id).order_by(LimitOverrideRow.start)
+        )
+        return [_override(o) for o in rows]
+
+    @staticmethod
+    def _cable(row: CableRow, overrides: Sequence[LimitOverride]) -> Cable:
+        return Cable(
+            id=row.id,
+            name=row.name,
+            unit=Unit(row.unit),
+            rated_limit=row.rated_limit,
+            phases=row.phases,
+            voltage_v=row.voltage_v,
+            margin=row.margin,
+            reserve_share=row.reserve_share,
+            base_load=row.base_load,
+            overrides=tuple(overrides),
+        )
+
+    def save_cable(self, cable: Cable, now: datetime) -> None:
+        row = self.session.get(CableRow, cable.id)
+        if row is None:
+            row = CableRow(id=cable.id, created_at=now)
+            self.session.add(row)
+        row.name, row.unit, row.rated_limit, row.phases = cable.name, cable.unit.value, cable.rated_limit, cable.phases
+        row.voltage_v, row.margin, row.reserve_share = cable.voltage_v, cable.margin, cable.reserve_share
+        row.base_load, row.updated_at = cable.base_load, now
+        self.session.flush()
+
+    def delete_cable(self, cable_id: str) -> None:
+        for table in (BudgetRow, PendingRequestRow, UsageRow):
+            self.session.execute(delete(table).where(table.cable_id == cable_id))
+        for parent in (BlockRow, SubscriptionRow, LimitOverrideRow, CableRow):
+            column = parent.id if parent is CableRow else parent.cable_id  # type: ignore[attr-defined]
+            self.session.execute(delete(parent).where(column == cable_id))
+
+    def add_override(self, cable_id: str, override: LimitOverride) -> LimitOverride:
+        row = LimitOverrideRow(
+            cable_id=cable_id, start=override.start, end=override.end, limit=override.limit, reason=override.reason
+        )
+        self.session.add(row)
+        self.session.flush()
+        return _override(row)
+
+    def delete_override(self, cable_id: str, override_id: int) -> bool:
+        result = self.session.execute(
+            delete(LimitOverrideRow).where(LimitOverrideRow.cable_id == cable_id, LimitOverrideRow.id == override_id)
+        )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    # --- CPOs ---------------------------------------------------------------------------------
+
+    def cpo(self, cpo_id: str) -> Cpo:
+        row = self.session.get(CpoRow, cpo_id)
+        if row is None:
+            raise UnknownCpo(f"CPO {cpo_id!r} does not exist; list CPOs with GET /api/v1/cpos")
+        return _cpo(row)
+
+    def cpo_exists(self, cpo_id: str) -> bool:
+        return self.session.get(CpoRow, cpo_id) is not None
+
+    def cpos(self) -> list[Cpo]:
+        return [_cpo(row) for row in self.session.scalars(select(CpoRow).order_by(CpoRow.id))]
+
+    def cpo_id_of_username(self, username: str) -> str | None:
+        return self.session.scalar(select(CpoRow.id).where(CpoRow.username == username))
+
+    def password_hash(self, cpo_id: str) -> str:
+        row = self.session.get(CpoRow, cpo_id)
+        if row is None:
+            raise UnknownCpo(f"CPO {cpo_id!r} does not exist")
+        return row.password_hash
+
+    def save_cpo(self, cpo: Cpo, now: datetime, password_hash: str | None = None) -> None:
+        row = self.session.get(CpoRow, cpo.id)
+        if row is None:
+            row = CpoRow(id=cpo.id, created_at=now)
+            self.session.add(row)
+        row.name, row.username, row.endpoint_url, row.binding = cpo.name, cpo.username, cpo.endpoint_url, cpo.binding.value
+        row.updated_at = now
+        if password_hash is not None:
+            row.password_hash = password_hash
+        self.session.flush()
+
+    def delete_cpo(self, cpo_id: str) -> None:
+        self.session.execute(delete(CpoRow).where(CpoRow.id == cpo_id))
+
+    # --- subscriptions ------------------------------------------------------------------------
+
+    def subscriptions(self, cable_id: str) -> dict[str, Subscription]:
+        rows = self.session.scalars(
+            select(SubscriptionRow).where(SubscriptionRow.cable_id == cable_id).order_by(SubscriptionRow.cpo_id)
+        )
+        return {r.cpo_id: _subscription(r) for r in rows}
+
+    def cables_of_cpo(self, cpo_id: str) -> list[str]:
+        return list(
+            self.session.scalars(
+                select(SubscriptionRow.cable_id).where(SubscriptionRow.cpo_id == cpo_id).order_by(SubscriptionRow.cable_id)
+            )
+        )
+
+    def save_subscription(self, sub: Subscription) -> None:
+        row = self.session.get(SubscriptionRow, (sub.cable_id, sub.cpo_id))
+        if row is None:
+            row = SubscriptionRow(cable_id=sub.cable_id, cpo_id=sub.cpo_id)
+            self.session.add(row)
+        row.weight, row.guaranteed_minimum = sub.weight, sub.guaranteed_minimum
+        self.session.flush()
+
+    def delete_subscription(self, cable_id: str, cpo_id: str) -> None:
+        self.session.execute(
+            delete(SubscriptionRow).where(SubscriptionRow.cable_id == cable_id, SubscriptionRow.cpo_id == cpo_id)
+        )
+
+    # --- blocks and budgets -------------------------------------------------------------------
+
+    def block_starts(self, cable_id: str, start: datetime, end: datetime) -> set[datetime]:
+        return set(
+            self.session.scalars(
+                select(BlockRow.start).where(BlockRow.cable_id == cable_id, BlockRow.start >= start, BlockRow.start < end)
+            )
+        )
+
+    def load_book(
+        self, cable: Cable, start: datetime, end: datetime, *, usage_since: datetime | None = None
+    ) -> CableBook:
+        """The cable's handed-out blocks in [start, end) with budgets and pending requests."""
+        blocks = {
+            row.start: BlockState(row.start, row.limit, row.base_load, row.margin)
+            for row in self.session.scalars(
+                select(BlockRow).where(BlockRow.cable_id == cable.id, BlockRow.start >= start, BlockRow.start < end)
+            )
+        }
+        for b in self.session.execute(
+            select(BudgetRow.start, BudgetRow.cpo_id, BudgetRow.capacity).where(
+                BudgetRow.cable_id == cable.id, BudgetRow.start >= start, BudgetRow.start < end
+            )
+        ):
+            blocks[b.start].assign(b.cpo_id, b.capacity)
+        for p in self.session.scalars(
+            select(PendingRequestRow).where(
+                PendingRequestRow.cable_id == cable.id, PendingRequestRow.start >= start, PendingRequestRow.start < end
+            )
+        ):
+            blocks[p.start].pending[p.cpo_id] = PendingRequest(p.cpo_id, p.start, p.target, p.requested_at)
+        peaks: dict[str, Decimal] = {}
+        if usage_since is not None:
+            for cpo_id, peak in self.session.execute(
+                select(UsageRow.cpo_id, func.max(UsageRow.average_usage))
+                .where(UsageRow.cable_id == cable.id, UsageRow.start >= usage_since)
+                .group_by(UsageRow.cpo_id)
+            ):
+                peaks[cpo_id] = peak
+        return CableBook(cable, self.subscriptions(cable.id), blocks, usage_peak=peaks)
+
+    def save_book(self, book: CableBook, starts: Iterable[datetime], changes: Sequence[BudgetChange]) -> None:
+        """Write the given blocks' parameters and pending requests, and the changed budgets."""
+        cable_id = book.cable.id
+        starts = list(starts)
+        self._upsert(
+            BlockRow,
+            [
+                {"cable_id": cable_id, "start": s, "limit": b.limit, "base_load": b.base_load, "margin": b.margin}
+                for s in starts
+                for b in (book.blocks[s],)
+            ],
+            keys=("cable_id", "start"),
+        )
+        final = {(c.cpo_id, c.block_start) for c in changes}
+        self._upsert(
+            BudgetRow,
+            [
+                {"cable_id": cable_id, "start": s, "cpo_id": cpo, "capacity": book.blocks[s].budgets.get(cpo, Decimal(0))}
+                for cpo, s in sorted(final)
+            ],
+            keys=("cable_id", "start", "cpo_id"),
+        )
+        if starts:
+            self.session.execute(
+                delete(PendingRequestRow).where(PendingRequestRow.cable_id == cable_id, PendingRequestRow.start.in_(starts))
+            )
+            pending = [
+                {"cable_id": cable_id, "start": p.block_start, "cpo_id": p.cpo_id, "target": p.target, "requested_at": p.requested_at}
+                for s in starts
+                for p in book.blocks[s].pending.values()
+            ]
+            if pending:
+                self.session.execute(insert(PendingRequestRow), pending)
+
+    def delete_budgets_of(self, cable_id: str, cpo_id: str, *, since: datetime) -> None:
+        """Forget a CPO's budgets from `since` on; earlier ones stay as history."""
+        for table in (BudgetRow, PendingRequestRow):
+            self.session.execute(
+                delete(table).where(table.cable_id == cable_id, table.cpo_id == cpo_id, table.start >= since)
+            )
+
+    def _upsert(self, table: Any, rows: list[dict[str, Any]], keys: tuple[str, ...]) -> None:
+        if not rows:
+            return
+        dialect = self.session.get_bind().dialect.name
+        stmt = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+        updates = {c: stmt.excluded[c] for c in rows[0] if c not in keys}
+        self.session.execute(stmt.on_conflict_do_update(index_elements=list(keys), set_=updates), rows)
+
+    # --- usage --------------------------------------------------------------------------------
+
+    def save_usage(self, cable_id: str, cpo_id: str, usage: dict[datetime, Decimal], now: datetime) -> None:
+        self._upsert(
+            UsageRow,
+            [
+                {"cable_id": cable_id, "cpo_id": cpo_id, "start": s, "average_usage": u, "reported_at": now}
+                for s, u in sorted(usage.items())
+            ],
+            keys=("cable_id", "cpo_id", "start"),
+        )
+
+    def usage(self, cable_id: str, start: datetime, end: datetime) -> dict[datetime, dict[str, Decimal]]:
+        out: dict[datetime, dict[str, Decimal]] = {}
+        for row in self.session.scalars(
+            select(UsageRow).where(UsageRow.cable_id == cable_id, UsageRow.start >= start, UsageRow.start < end)
+        ):
+            out.setdefault(row.start, {})[row.cpo_id] = row.average_usage
+        return out
+
+    # --- audit --------------------------------------------------------------------------------
+
+    def record(self, decision: "DecisionRecord", changes: Sequence[BudgetChange]) -> int:
+        row = DecisionRow(
+            at=decision.at,
+            actor=decision.actor,
+            action=decision.action,
+            cable_id=decision.cable_id,
+            cpo_id=decision.cpo_id,
+            status=decision.status,
+            severity=decision.severity,
+            message=decision.message,
+        )
+        self.session.add(row)
+        self.session.flush()
+        if changes:
+            self.session.execute(
+                insert(LedgerRow),
+                [
+                    {
+                        "decision_id": row.id,
+                        "at": decision.at,
+                        "cable_id": decision.cable_id,
+                        "cpo_id": c.cpo_id,
+                        "start": c.block_start,
+                        "old_capacity": c.old,
+                        "new_capacity": c.new,
+                        "reason": c.reason.value,
+                    }
+                    for c in changes
+                ],
+            )
+        return row.id
+
+    def ledger(
+        self, *, cable_id: str | None, cpo_id: str | None, since: datetime | None, limit: int
+    ) -> list[tuple[LedgerRow, DecisionRow]]:
+        query = select(LedgerRow, DecisionRow).join(DecisionRow, LedgerRow.decision_id == DecisionRow.id)
+        if cable_id is not None:
+            query = query.where(LedgerRow.cable_id == cable_id)
+        if cpo_id is not None:
+            query = query.where(LedgerRow.cpo_id == cpo_id)
+        if since is not None:
+            query = query.where(LedgerRow.at >= since)
+        return [(r[0], r[1]) for r in self.session.execute(query.order_by(LedgerRow.id).limit(limit))]
+
+    def decisions(
+        self, *, cable_id: str | None, cpo_id: str | None, since: datetime | None, limit: int
+    ) -> list[DecisionRow]:
+        query = select(DecisionRow)
+        if cable_id is not None:
+            query = query.where(DecisionRow.cable_id == cable_id)
+        if cpo_id is not None:
+            query = query.where(DecisionRow.cpo_id == cpo_id)
+        if since is not None:
+            query = query.where(DecisionRow.at >= since)
+        return list(self.session.scalars(query.order_by(DecisionRow.id).limit(limit)))
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionRecord:
+    at: datetime
+    actor: str
+    action: str
+    message: str
+    cable_id: str | None = None
+    cpo_id: str | None = None
+    status: str | None = None
+    severity: str = "info"
+
+
+def _override(row: LimitOverrideRow) -> LimitOverride:
+    return LimitOverride(start=row.start, end=row.end, limit=row.limit, reason=row.reason, id=row.id)
+
+
+def _cpo(row: CpoRow) -> Cpo:
+    return Cpo(id=row.id, name=row.name, username=row.username, endpoint_url=row.endpoint_url, binding=Binding(row.binding))
+
+
+def _subscription(row: SubscriptionRow) -> Subscription:
+    return Subscription(row.cable_id, row.cpo_id, row.weight, row.guaranteed_minimum)

@@ -1,0 +1,5 @@
+"""One function per user intent; each is a transaction. REST, OSCP, jobs and the CLI share them."""
+
+from service.usecases.context import Context
+
+__all__ = ["Context"]

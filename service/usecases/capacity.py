@@ -1,0 +1,178 @@
+"""Capacity use cases: what a cable offers per block, requests and hand-backs, reported usage.
+
+REST, OSCP (SOAP and JSON), jobs and the CLI all call these functions; none decides on its own.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from service.domain.allocation import AdjustStatus, request_capacity
+from service.domain.blocks import BLOCK, block_of, block_starts
+from service.domain.errors import InvalidInput, NotSubscribed
+from service.domain.units import ZERO, to_capacity
+from service.store import DecisionRecord, Repository
+from service.usecases.context import Context, commit, open_book
+
+MAX_VIEW_BLOCKS = 96 * 31
+
+
+@dataclass(frozen=True, slots=True)
+class BlockQuantity:
+    """A block given by its start and end (tz-aware) with one quantity: a wish or a measurement."""
+
+    start: datetime
+    end: datetime
+    value: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class RequestResult:
+    decision_id: int
+    status: AdjustStatus
+    budgets: dict[datetime, Decimal]
+
+
+def _blocks(items: Sequence[BlockQuantity], field: str) -> dict[datetime, Decimal]:
+    """Validate blocks: aligned, 15 minutes, no duplicates, quantities >= 0."""
+    if not items:
+        raise InvalidInput(f"{field} must list at least one block")
+    out: dict[datetime, Decimal] = {}
+    for i, item in enumerate(items):
+        start = block_of(item.start, item.end, f"{field}[{i}]")
+        if start in out:
+            raise InvalidInput(f"{field}[{i}] starts at {start.isoformat()}, which an earlier block already covers")
+        out[start] = to_capacity(item.value, f"{field}[{i}].capacity")
+    return out
+
+
+def _require_subscription(repo: Repository, cable_id: str, cpo_id: str) -> None:
+    repo.cable(cable_id)  # raises UnknownCable
+    repo.cpo(cpo_id)  # raises UnknownCpo
+    if cpo_id not in repo.subscriptions(cable_id):
+        raise NotSubscribed(f"CPO {cpo_id!r} is not subscribed to cable {cable_id!r}")
+
+
+def request(ctx: Context, cable_id: str, cpo_id: str, blocks: Sequence[BlockQuantity], *, actor: str) -> RequestResult:
+    """A CPO asks for a new budget per block: above its budget is a request, below a hand-back."""
+    now = ctx.clock()
+    wanted = _blocks(blocks, "blocks")
+    h_start, h_end = ctx.horizon(now)
+    for start in wanted:
+        if start < h_start:
+            raise InvalidInput(f"block {start.isoformat()} has already ended; ask only for current or future blocks")
+        if start >= h_end:
+            raise InvalidInput(
+                f"block {start.isoformat()} is beyond the horizon; budgets exist until {h_end.isoformat()}"
+            )
+    with ctx.db.write((cable_id,)) as session:
+        repo = Repository(session)
+        _require_subscription(repo, cable_id, cpo_id)
+        cable = repo.cable(cable_id)
+        horizon = open_book(repo, ctx, cable, now, start=min(wanted), end=max(wanted) + BLOCK)
+        outcome = request_capacity(horizon.book, cpo_id, wanted, now=now, policy=ctx.policy)
+        asked = sum(wanted.values(), ZERO)
+        got = sum(outcome.budgets.values(), ZERO)
+        message = f"{cpo_id} asked for {asked} {cable.unit} over {len(wanted)} blocks and now holds {got}"
+        decision = DecisionRecord(now, actor, "request", message, cable_id=cable_id, cpo_id=cpo_id, status=outcome.status.value)
+        decision_id = commit(repo, horizon, now, decision, outcome.ledger, touched=wanted)
+    assert decision_id is not None
+    return RequestResult(decision_id, outcome.status, outcome.budgets)
+
+
+def report_usage(ctx: Context, cable_id: str, cpo_id: str, blocks: Sequence[BlockQuantity], *, actor: str) -> int:
+    """A CPO reports its measured average load per block; only blocks that have begun."""
+    now = ctx.clock()
+    usage = _blocks(blocks, "blocks")
+    for start in usage:
+        if start > now:
+            raise InvalidInput(f"block {start.isoformat()} has not begun; report usage only for measured blocks")
+    with ctx.db.write((cable_id,)) as session:
+        repo = Repository(session)
+        _require_subscription(repo, cable_id, cpo_id)
+        repo.save_usage(cable_id, cpo_id, usage, now)
+        message = f"{cpo_id} reported usage for {len(usage)} blocks, peak {max(usage.values())}"
+        return repo.record(DecisionRecord(now, actor, "usage_reported", message, cable_id=cable_id, cpo_id=cpo_id), [])
+
+
+@dataclass(frozen=True, slots=True)
+class BlockView:
+    start: datetime
+    end: datetime
+    limit: Decimal
+    base_load: Decimal
+    margin: Decimal
+    available: Decimal
+    unallocated: Decimal
+    budgets: dict[str, Decimal]
+    handed_out: bool
+
+
+@dataclass(frozen=True, slots=True)
+class CapacityView:
+    cable_id: str
+    unit: str
+    blocks: list[BlockView]
+
+
+def ensure_horizon(ctx: Context, cable_id: str) -> int:
+    """Hand out the blocks that entered the horizon; returns how many. Cheap when none did."""
+    now = ctx.clock()
+    h_start, h_end = ctx.horizon(now)
+    with ctx.db.read() as session:
+        repo = Repository(session)
+        repo.cable(cable_id)
+        if len(repo.block_starts(cable_id, h_start, h_end)) == (h_end - h_start) // BLOCK:
+            return 0
+    with ctx.db.write((cable_id,)) as session:
+        repo = Repository(session)
+        horizon = open_book(repo, ctx, repo.cable(cable_id), now, start=h_start, end=h_start)
+        commit(repo, horizon, now, None)
+        return len(horizon.new_starts)
+
+
+def roll_horizon(ctx: Context) -> dict[str, int]:
+    """Hand out new blocks on every cable (a periodic job); a cable that fails does not stop others."""
+    with ctx.db.read() as session:
+        cable_ids = [c.id for c in Repository(session).cables()]
+    return {cable_id: ensure_horizon(ctx, cable_id) for cable_id in cable_ids}
+
+
+def capacity(ctx: Context, cable_id: str, start: datetime | None = None, end: datetime | None = None) -> CapacityView:
+    """Limit, base load, margin, available, unallocated and budgets per block of [start, end).
+
+    Defaults to the whole horizon. Past blocks show what was handed out then; blocks before the
+    service knew the cable show budgets as empty and handed_out false.
+    """
+    now = ctx.clock()
+    h_start, h_end = ctx.horizon(now)
+    first = h_start if start is None else start
+    stop = h_end if end is None else end
+    starts = list(block_starts(first, stop))
+    if starts[-1] >= h_end:
+        raise InvalidInput(f"end must be at or before the horizon's end {h_end.isoformat()}; later blocks have no budgets yet")
+    if len(starts) > MAX_VIEW_BLOCKS:
+        raise InvalidInput(f"ask for at most {MAX_VIEW_BLOCKS} blocks (31 days) at once")
+    ensure_horizon(ctx, cable_id)
+    with ctx.db.read() as session:
+        repo = Repository(session)
+        cable = repo.cable(cable_id)
+        book = repo.load_book(cable, starts[0], starts[-1] + BLOCK)
+    unknown = [s for s in starts if s not in book.blocks]
+    loads = ctx.base_loads.base_load(cable, unknown) if unknown else {}
+    views = []
+    for s in starts:
+        block = book.blocks.get(s)
+        if block is None:
+            limit, base_load, margin = cable.limit_at(s), loads[s], cable.margin
+            available = max(ZERO, limit - base_load - margin)
+            views.append(BlockView(s, s + BLOCK, limit, base_load, margin, available, available, {}, False))
+            continue
+        views.append(
+            BlockView(
+                s, s + BLOCK, block.limit, block.base_load, block.margin, block.available, block.unallocated,
+                dict(sorted(block.budgets.items())), True,
+            )
+        )
+    return CapacityView(cable.id, cable.unit.value, views)

@@ -1,0 +1,102 @@
+"""What every use case needs, and the one path by which a decision reaches the database."""
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import NamedTuple
+
+from service.domain.allocation import BudgetChange, CableBook, Ledger, Policy, check_invariants, hand_out, new_block
+from service.domain.blocks import BLOCK, block_floor
+from service.domain.model import Cable
+from service.domain.ports import BaseLoadSource, StaticBaseLoad
+from service.store import Database, DecisionRecord, Repository
+
+log = logging.getLogger("gridcap.decisions")
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Context:
+    db: Database
+    policy: Policy = field(default_factory=Policy)
+    clock: Callable[[], datetime] = utc_now
+    base_loads: BaseLoadSource = field(default_factory=StaticBaseLoad)
+
+    def horizon(self, now: datetime) -> tuple[datetime, datetime]:
+        """[start of the current block, that + horizon): the blocks that have budgets."""
+        start = block_floor(now)
+        return start, start + self.policy.horizon
+
+
+class Horizon(NamedTuple):
+    book: CableBook
+    new_starts: list[datetime]  # blocks that entered the horizon while the book was opened
+    hand_out: Ledger  # their initial budgets
+
+
+def open_book(repo: Repository, ctx: Context, cable: Cable, now: datetime, *, start: datetime, end: datetime) -> Horizon:
+    """Load the cable's blocks in [start, end) and hand out any horizon block not handed out yet.
+
+    Call within a write transaction that holds the cable's lock.
+    """
+    h_start, h_end = ctx.horizon(now)
+    book = repo.load_book(cable, start, end, usage_since=now - ctx.policy.usage_lookback)
+    existing = repo.block_starts(cable.id, h_start, h_end)
+    missing = []
+    cursor = h_start
+    while cursor < h_end:
+        if cursor not in existing:
+            missing.append(cursor)
+        cursor += BLOCK
+    if not missing:
+        return Horizon(book, [], Ledger())
+    loads = ctx.base_loads.base_load(cable, missing)
+    ledger = hand_out(book, [new_block(cable, s, loads[s]) for s in missing])
+    return Horizon(book, missing, ledger)
+
+
+def commit(
+    repo: Repository,
+    horizon: Horizon,
+    now: datetime,
+    decision: DecisionRecord | None,
+    ledger: Ledger | None = None,
+    *,
+    touched: Iterable[datetime] = (),
+) -> int | None:
+    """Check the invariants, then save the book and audit the decision, in the open transaction.
+
+    Blocks that entered the horizon are audited as a decision of their own.
+    """
+    book, new_starts, handed = horizon
+    starts = sorted({*new_starts, *touched})
+    check_invariants(book, starts)
+    changes: list[BudgetChange] = [*handed.changes, *(ledger.changes if ledger else ())]
+    repo.save_book(book, starts, changes)
+    if new_starts:
+        message = f"{len(new_starts)} blocks entered the horizon and were handed out"
+        _audit(repo, DecisionRecord(now, "system", "hand_out", message, cable_id=book.cable.id), handed)
+    if decision is None:
+        return None
+    return _audit(repo, decision, ledger or Ledger())
+
+
+def _audit(repo: Repository, decision: DecisionRecord, ledger: Ledger) -> int:
+    if ledger.alerts:
+        decision = DecisionRecord(
+            at=decision.at,
+            actor=decision.actor,
+            action=decision.action,
+            cable_id=decision.cable_id,
+            cpo_id=decision.cpo_id,
+            status=decision.status,
+            severity="critical",
+            message=f"{decision.message}; " + "; ".join(ledger.alerts[:5])
+            + (f"; and {len(ledger.alerts) - 5} more blocks" if len(ledger.alerts) > 5 else ""),
+        )
+        log.critical("%s", decision.message)
+    return repo.record(decision, ledger.changes)

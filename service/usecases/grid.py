@@ -1,0 +1,186 @@
+"""Use cases of DSO engineers: cables, their limits and overrides, and which CPO is on which cable.
+
+Every change that moves capacity reallocates the cable's horizon in the same transaction, so the
+new limit and the budgets that respect it are committed together.
+"""
+
+import dataclasses
+from datetime import datetime
+from typing import Any
+
+from service.domain.allocation import new_block, reallocate, resubscribe
+from service.domain.errors import Conflict, NotFound
+from service.domain.model import Cable, LimitOverride, Subscription
+from service.domain.units import ZERO
+from service.store import DecisionRecord, Repository
+from service.usecases.context import Context, commit, open_book
+
+CAPACITY_FIELDS = ("rated_limit", "margin", "base_load", "reserve_share")
+
+
+def list_cables(ctx: Context) -> list[Cable]:
+    with ctx.db.read() as session:
+        return Repository(session).cables()
+
+
+def get_cable(ctx: Context, cable_id: str) -> Cable:
+    with ctx.db.read() as session:
+        return Repository(session).cable(cable_id)
+
+
+def create_cable(ctx: Context, cable: Cable, *, actor: str) -> Cable:
+    now = ctx.clock()
+    with ctx.db.write() as session:
+        repo = Repository(session)
+        if repo.cable_exists(cable.id):
+            raise Conflict(f"cable {cable.id!r} already exists; update it with PATCH /api/v1/cables/{cable.id}")
+        repo.save_cable(dataclasses.replace(cable, overrides=()), now)
+        h_start, _ = ctx.horizon(now)
+        horizon = open_book(repo, ctx, cable, now, start=h_start, end=h_start)
+        message = f"cable {cable.id} created: rated limit {cable.rated_limit} {cable.unit}"
+        commit(repo, horizon, now, DecisionRecord(now, actor, "cable_created", message, cable_id=cable.id))
+    return cable
+
+
+def update_cable(ctx: Context, cable_id: str, changes: dict[str, Any], *, actor: str) -> Cable:
+    """Change a cable's properties; capacity changes reallocate its horizon at once."""
+    now = ctx.clock()
+    with ctx.db.write((cable_id,)) as session:
+        repo = Repository(session)
+        old = repo.cable(cable_id)
+        new = dataclasses.replace(old, **changes)  # validates
+        if new.unit != old.unit:
+            raise Conflict(
+                f"cable {cable_id} has budgets in {old.unit}; its unit cannot change. "
+                "Create a new cable in the other unit instead"
+            )
+        repo.save_cable(new, now)
+        described = ", ".join(
+            f"{name} {getattr(old, name)} -> {getattr(new, name)}"
+            for name in changes
+            if getattr(old, name) != getattr(new, name)
+        )
+        _reallocate(repo, ctx, new, now, actor, "cable_updated", f"cable {cable_id} updated: {described or 'no change'}")
+        return new
+
+
+def delete_cable(ctx: Context, cable_id: str, *, actor: str) -> None:
+    now = ctx.clock()
+    with ctx.db.write((cable_id,)) as session:
+        repo = Repository(session)
+        repo.cable(cable_id)
+        subscribers = sorted(repo.subscriptions(cable_id))
+        if subscribers:
+            raise Conflict(
+                f"cable {cable_id} still has subscribers ({', '.join(subscribers)}); remove their subscriptions first"
+            )
+        repo.delete_cable(cable_id)
+        repo.record(DecisionRecord(now, actor, "cable_deleted", f"cable {cable_id} deleted", cable_id=cable_id), [])
+
+
+def add_override(ctx: Context, cable_id: str, override: LimitOverride, *, actor: str) -> LimitOverride:
+    now = ctx.clock()
+    with ctx.db.write((cable_id,)) as session:
+        repo = Repository(session)
+        repo.cable(cable_id)
+        saved = repo.add_override(cable_id, override)
+        message = (
+            f"limit override {saved.id} on cable {cable_id}: {saved.limit} from {saved.start.isoformat()} "
+            f"to {saved.end.isoformat()} ({saved.reason})"
+        )
+        _reallocate(repo, ctx, repo.cable(cable_id), now, actor, "override_added", message)
+        return saved
+
+
+def remove_override(ctx: Context, cable_id: str, override_id: int, *, actor: str) -> None:
+    now = ctx.clock()
+    with ctx.db.write((cable_id,)) as session:
+        repo = Repository(session)
+        repo.cable(cable_id)
+        if not repo.delete_override(cable_id, override_id):
+            raise NotFound(f"cable {cable_id} has no limit override {override_id}")
+        message = f"limit override {override_id} on cable {cable_id} removed"
+        _reallocate(repo, ctx, repo.cable(cable_id), now, actor, "override_removed", message)
+
+
+def _reallocate(repo: Repository, ctx: Context, cable: Cable, now: datetime, actor: str, action: str, message: str) -> None:
+    """Recompute every horizon block from the cable as it is now and move budgets to fit."""
+    h_start, h_end = ctx.horizon(now)
+    horizon = open_book(repo, ctx, cable, now, start=h_start, end=h_end)
+    book = horizon.book
+    old_starts = sorted(set(book.blocks) - set(horizon.new_starts))
+    loads = ctx.base_loads.base_load(cable, old_starts)
+    updated = [new_block(cable, s, loads[s]) for s in old_starts]
+    ledger = reallocate(book, updated)
+    decision = DecisionRecord(now, actor, action, message, cable_id=cable.id)
+    commit(repo, horizon, now, decision, ledger, touched=old_starts)
+
+
+# --- subscriptions ------------------------------------------------------------------------------
+
+
+def list_subscriptions(ctx: Context, cable_id: str) -> list[Subscription]:
+    with ctx.db.read() as session:
+        repo = Repository(session)
+        repo.cable(cable_id)
+        return list(repo.subscriptions(cable_id).values())
+
+
+def subscribe(ctx: Context, sub: Subscription, *, actor: str, replace: bool = False) -> Subscription:
+    """Add (or, with replace, change) a CPO's subscription to a cable and re-share its budgets."""
+    now = ctx.clock()
+    with ctx.db.write((sub.cable_id,)) as session:
+        repo = Repository(session)
+        cable = repo.cable(sub.cable_id)
+        repo.cpo(sub.cpo_id)
+        subs = repo.subscriptions(sub.cable_id)
+        if replace and sub.cpo_id not in subs:
+            raise NotFound(f"CPO {sub.cpo_id} is not subscribed to cable {sub.cable_id}; add the subscription first")
+        if not replace and sub.cpo_id in subs:
+            raise Conflict(
+                f"CPO {sub.cpo_id} is already subscribed to cable {sub.cable_id}; "
+                f"change it with PATCH /api/v1/cables/{sub.cable_id}/subscriptions/{sub.cpo_id}"
+            )
+        _check_minimums(cable, {**subs, sub.cpo_id: sub})
+        repo.save_subscription(sub)
+        verb = "changed" if replace else "added"
+        message = (
+            f"subscription of {sub.cpo_id} to cable {sub.cable_id} {verb}: weight {sub.weight}, "
+            f"guaranteed minimum {sub.guaranteed_minimum} {cable.unit}"
+        )
+        _resubscribe(repo, ctx, cable, now, actor, "subscription_" + verb, message, sub.cpo_id)
+    return sub
+
+
+def unsubscribe(ctx: Context, cable_id: str, cpo_id: str, *, actor: str) -> None:
+    now = ctx.clock()
+    with ctx.db.write((cable_id,)) as session:
+        repo = Repository(session)
+        cable = repo.cable(cable_id)
+        if cpo_id not in repo.subscriptions(cable_id):
+            raise NotFound(f"CPO {cpo_id} is not subscribed to cable {cable_id}")
+        repo.delete_subscription(cable_id, cpo_id)
+        message = f"subscription of {cpo_id} to cable {cable_id} removed"
+        _resubscribe(repo, ctx, cable, now, actor, "subscription_removed", message, cpo_id)
+        repo.delete_budgets_of(cable_id, cpo_id, since=ctx.horizon(now)[0])
+
+
+def _check_minimums(cable: Cable, subs: dict[str, Subscription]) -> None:
+    """Guarantees must fit the cable at its rated limit, or they guarantee nothing."""
+    total = sum((s.guaranteed_minimum for s in subs.values()), ZERO)
+    ceiling = max(ZERO, cable.rated_limit - cable.margin - cable.base_load)
+    if total > ceiling:
+        raise Conflict(
+            f"guaranteed minimums on cable {cable.id} would total {total} {cable.unit}, but the cable offers "
+            f"at most {ceiling} (rated limit - margin - base load); lower the minimums"
+        )
+
+
+def _resubscribe(
+    repo: Repository, ctx: Context, cable: Cable, now: datetime, actor: str, action: str, message: str, cpo_id: str
+) -> None:
+    h_start, h_end = ctx.horizon(now)
+    horizon = open_book(repo, ctx, cable, now, start=h_start, end=h_end)
+    ledger = resubscribe(horizon.book, now=now, policy=ctx.policy)
+    decision = DecisionRecord(now, actor, action, message, cable_id=cable.id, cpo_id=cpo_id)
+    commit(repo, horizon, now, decision, ledger, touched=list(horizon.book.blocks))
