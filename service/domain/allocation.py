@@ -155,9 +155,7 @@ def hand_out_targets(book: CableBook, available: Decimal) -> tuple[dict[str, Dec
         total_weight = sum((s.weight for s in subs.values()), ZERO)
         if total_weight == 0:
             return dict(minimums), None
-        return {
-            cpo: minimums[cpo] + floor_grid(rest * s.weight / total_weight) for cpo, s in subs.items()
-        }, None
+        return {cpo: minimums[cpo] + floor_grid(rest * s.weight / total_weight) for cpo, s in subs.items()}, None
     if total_min <= available:
         return dict(minimums), None  # the reserve pays for the guarantees
     alert = (
@@ -346,10 +344,7 @@ def _reclaim_unused(block: BlockState, need: Decimal, keep: Mapping[str, Decimal
     if total == 0:
         return ZERO
     take = min(need, total)
-    if take == total:
-        shares = unused
-    else:
-        shares = {cpo: floor_grid(take * spare / total) for cpo, spare in unused.items()}
+    shares = unused if take == total else {cpo: floor_grid(take * spare / total) for cpo, spare in unused.items()}
     for cpo, share in shares.items():
         ledger.set(block, cpo, block.budgets[cpo] - share, Reason.RECLAIMED_UNUSED)
     return sum(shares.values(), ZERO)

@@ -42,9 +42,7 @@ def block_of(start: datetime, end: datetime, field: str = "block") -> datetime:
     start_utc = aligned(start, f"{field}.start")
     end_utc = as_utc(end, f"{field}.end")
     if end_utc - start_utc != BLOCK:
-        raise InvalidInput(
-            f"{field} runs from {start.isoformat()} to {end.isoformat()}; a block is exactly 15 minutes"
-        )
+        raise InvalidInput(f"{field} runs from {start.isoformat()} to {end.isoformat()}; a block is exactly 15 minutes")
     return start_utc
 
 

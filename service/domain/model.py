@@ -74,7 +74,9 @@ class Cable:
         try:
             object.__setattr__(self, "unit", Unit(self.unit))
         except ValueError:
-            raise InvalidInput(f"unit must be 'A' (current per phase) or 'KW' (total power), got {self.unit!r}") from None
+            raise InvalidInput(
+                f"unit must be 'A' (current per phase) or 'KW' (total power), got {self.unit!r}"
+            ) from None
         for name in ("rated_limit", "margin", "base_load"):
             object.__setattr__(self, name, to_capacity(getattr(self, name), name))
         if self.phases not in (1, 2, 3):

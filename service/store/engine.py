@@ -68,7 +68,10 @@ class Database:
         with Session(self.engine, expire_on_commit=False) as session, session.begin():
             if lock_cables and self.dialect != "sqlite":
                 session.execute(
-                    select(CableRow.id).where(CableRow.id.in_(sorted(set(lock_cables)))).order_by(CableRow.id).with_for_update()
+                    select(CableRow.id)
+                    .where(CableRow.id.in_(sorted(set(lock_cables))))
+                    .order_by(CableRow.id)
+                    .with_for_update()
                 )
             yield session
 

@@ -84,11 +84,13 @@ class Repository:
         self.session.flush()
 
     def delete_cable(self, cable_id: str) -> None:
-        for table in (BudgetRow, PendingRequestRow, UsageRow):
-            self.session.execute(delete(table).where(table.cable_id == cable_id))
-        for parent in (BlockRow, SubscriptionRow, LimitOverrideRow, CableRow):
-            column = parent.id if parent is CableRow else parent.cable_id  # type: ignore[attr-defined]
-            self.session.execute(delete(parent).where(column == cable_id))
+        self.session.execute(delete(BudgetRow).where(BudgetRow.cable_id == cable_id))
+        self.session.execute(delete(PendingRequestRow).where(PendingRequestRow.cable_id == cable_id))
+        self.session.execute(delete(UsageRow).where(UsageRow.cable_id == cable_id))
+        self.session.execute(delete(BlockRow).where(BlockRow.cable_id == cable_id))
+        self.session.execute(delete(SubscriptionRow).where(SubscriptionRow.cable_id == cable_id))
+        self.session.execute(delete(LimitOverrideRow).where(LimitOverrideRow.cable_id == cable_id))
+        self.session.execute(delete(CableRow).where(CableRow.id == cable_id))
 
     def add_override(self, cable_id: str, override: LimitOverride) -> LimitOverride:
         row = LimitOverrideRow(
@@ -132,7 +134,12 @@ class Repository:
         if row is None:
             row = CpoRow(id=cpo.id, created_at=now)
             self.session.add(row)
-        row.name, row.username, row.endpoint_url, row.binding = cpo.name, cpo.username, cpo.endpoint_url, cpo.binding.value
+        row.name, row.username, row.endpoint_url, row.binding = (
+            cpo.name,
+            cpo.username,
+            cpo.endpoint_url,
+            cpo.binding.value,
+        )
         row.updated_at = now
         if password_hash is not None:
             row.password_hash = password_hash
@@ -152,7 +159,9 @@ class Repository:
     def cables_of_cpo(self, cpo_id: str) -> list[str]:
         return list(
             self.session.scalars(
-                select(SubscriptionRow.cable_id).where(SubscriptionRow.cpo_id == cpo_id).order_by(SubscriptionRow.cable_id)
+                select(SubscriptionRow.cable_id)
+                .where(SubscriptionRow.cpo_id == cpo_id)
+                .order_by(SubscriptionRow.cable_id)
             )
         )
 
@@ -174,7 +183,9 @@ class Repository:
     def block_starts(self, cable_id: str, start: datetime, end: datetime) -> set[datetime]:
         return set(
             self.session.scalars(
-                select(BlockRow.start).where(BlockRow.cable_id == cable_id, BlockRow.start >= start, BlockRow.start < end)
+                select(BlockRow.start).where(
+                    BlockRow.cable_id == cable_id, BlockRow.start >= start, BlockRow.start < end
+                )
             )
         )
 
@@ -227,17 +238,30 @@ class Repository:
         self._upsert(
             BudgetRow,
             [
-                {"cable_id": cable_id, "start": s, "cpo_id": cpo, "capacity": book.blocks[s].budgets.get(cpo, Decimal(0))}
+                {
+                    "cable_id": cable_id,
+                    "start": s,
+                    "cpo_id": cpo,
+                    "capacity": book.blocks[s].budgets.get(cpo, Decimal(0)),
+                }
                 for cpo, s in sorted(final)
             ],
             keys=("cable_id", "start", "cpo_id"),
         )
         if starts:
             self.session.execute(
-                delete(PendingRequestRow).where(PendingRequestRow.cable_id == cable_id, PendingRequestRow.start.in_(starts))
+                delete(PendingRequestRow).where(
+                    PendingRequestRow.cable_id == cable_id, PendingRequestRow.start.in_(starts)
+                )
             )
             pending = [
-                {"cable_id": cable_id, "start": p.block_start, "cpo_id": p.cpo_id, "target": p.target, "requested_at": p.requested_at}
+                {
+                    "cable_id": cable_id,
+                    "start": p.block_start,
+                    "cpo_id": p.cpo_id,
+                    "target": p.target,
+                    "requested_at": p.requested_at,
+                }
                 for s in starts
                 for p in book.blocks[s].pending.values()
             ]
@@ -355,7 +379,9 @@ def _override(row: LimitOverrideRow) -> LimitOverride:
 
 
 def _cpo(row: CpoRow) -> Cpo:
-    return Cpo(id=row.id, name=row.name, username=row.username, endpoint_url=row.endpoint_url, binding=Binding(row.binding))
+    return Cpo(
+        id=row.id, name=row.name, username=row.username, endpoint_url=row.endpoint_url, binding=Binding(row.binding)
+    )
 
 
 def _subscription(row: SubscriptionRow) -> Subscription:

@@ -49,24 +49,47 @@ def _check(since: datetime | None, limit: int) -> datetime | None:
 
 
 def ledger(
-    ctx: Context, *, cable_id: str | None = None, cpo_id: str | None = None, since: datetime | None = None, limit: int = 1000
+    ctx: Context,
+    *,
+    cable_id: str | None = None,
+    cpo_id: str | None = None,
+    since: datetime | None = None,
+    limit: int = 1000,
 ) -> list[LedgerEntry]:
     since = _check(since, limit)
     with ctx.db.read() as session:
         rows = Repository(session).ledger(cable_id=cable_id, cpo_id=cpo_id, since=since, limit=limit)
     return [
         LedgerEntry(
-            e.id, e.at, d.id, d.actor, d.action, e.cable_id, e.cpo_id, e.start, e.start + BLOCK,
-            e.old_capacity, e.new_capacity, e.reason, d.severity,
+            e.id,
+            e.at,
+            d.id,
+            d.actor,
+            d.action,
+            e.cable_id,
+            e.cpo_id,
+            e.start,
+            e.start + BLOCK,
+            e.old_capacity,
+            e.new_capacity,
+            e.reason,
+            d.severity,
         )
         for e, d in rows
     ]
 
 
 def decisions(
-    ctx: Context, *, cable_id: str | None = None, cpo_id: str | None = None, since: datetime | None = None, limit: int = 1000
+    ctx: Context,
+    *,
+    cable_id: str | None = None,
+    cpo_id: str | None = None,
+    since: datetime | None = None,
+    limit: int = 1000,
 ) -> list[Decision]:
     since = _check(since, limit)
     with ctx.db.read() as session:
         rows = Repository(session).decisions(cable_id=cable_id, cpo_id=cpo_id, since=since, limit=limit)
-    return [Decision(d.id, d.at, d.actor, d.action, d.cable_id, d.cpo_id, d.status, d.severity, d.message) for d in rows]
+    return [
+        Decision(d.id, d.at, d.actor, d.action, d.cable_id, d.cpo_id, d.status, d.severity, d.message) for d in rows
+    ]

@@ -13,7 +13,7 @@ from service.domain.blocks import BLOCK, block_of, block_starts
 from service.domain.errors import InvalidInput, NotSubscribed
 from service.domain.units import ZERO, to_capacity
 from service.store import DecisionRecord, Repository
-from service.usecases.context import Context, commit, open_book
+from service.usecases.context import Context, commit, open_book, save_hand_out
 
 MAX_VIEW_BLOCKS = 96 * 31
 
@@ -75,9 +75,10 @@ def request(ctx: Context, cable_id: str, cpo_id: str, blocks: Sequence[BlockQuan
         asked = sum(wanted.values(), ZERO)
         got = sum(outcome.budgets.values(), ZERO)
         message = f"{cpo_id} asked for {asked} {cable.unit} over {len(wanted)} blocks and now holds {got}"
-        decision = DecisionRecord(now, actor, "request", message, cable_id=cable_id, cpo_id=cpo_id, status=outcome.status.value)
-        decision_id = commit(repo, horizon, now, decision, outcome.ledger, touched=wanted)
-    assert decision_id is not None
+        decision = DecisionRecord(
+            now, actor, "request", message, cable_id=cable_id, cpo_id=cpo_id, status=outcome.status.value
+        )
+        decision_id = commit(repo, horizon, decision, outcome.ledger, touched=wanted)
     return RequestResult(decision_id, outcome.status, outcome.budgets)
 
 
@@ -128,7 +129,7 @@ def ensure_horizon(ctx: Context, cable_id: str) -> int:
     with ctx.db.write((cable_id,)) as session:
         repo = Repository(session)
         horizon = open_book(repo, ctx, repo.cable(cable_id), now, start=h_start, end=h_start)
-        commit(repo, horizon, now, None)
+        save_hand_out(repo, horizon, now)
         return len(horizon.new_starts)
 
 
@@ -151,7 +152,9 @@ def capacity(ctx: Context, cable_id: str, start: datetime | None = None, end: da
     stop = h_end if end is None else end
     starts = list(block_starts(first, stop))
     if starts[-1] >= h_end:
-        raise InvalidInput(f"end must be at or before the horizon's end {h_end.isoformat()}; later blocks have no budgets yet")
+        raise InvalidInput(
+            f"end must be at or before the horizon's end {h_end.isoformat()}; later blocks have no budgets yet"
+        )
     if len(starts) > MAX_VIEW_BLOCKS:
         raise InvalidInput(f"ask for at most {MAX_VIEW_BLOCKS} blocks (31 days) at once")
     ensure_horizon(ctx, cable_id)
@@ -171,8 +174,15 @@ def capacity(ctx: Context, cable_id: str, start: datetime | None = None, end: da
             continue
         views.append(
             BlockView(
-                s, s + BLOCK, block.limit, block.base_load, block.margin, block.available, block.unallocated,
-                dict(sorted(block.budgets.items())), True,
+                s,
+                s + BLOCK,
+                block.limit,
+                block.base_load,
+                block.margin,
+                block.available,
+                block.unallocated,
+                dict(sorted(block.budgets.items())),
+                True,
             )
         )
     return CapacityView(cable.id, cable.unit.value, views)

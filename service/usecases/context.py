@@ -38,7 +38,9 @@ class Horizon(NamedTuple):
     hand_out: Ledger  # their initial budgets
 
 
-def open_book(repo: Repository, ctx: Context, cable: Cable, now: datetime, *, start: datetime, end: datetime) -> Horizon:
+def open_book(
+    repo: Repository, ctx: Context, cable: Cable, now: datetime, *, start: datetime, end: datetime
+) -> Horizon:
     """Load the cable's blocks in [start, end) and hand out any horizon block not handed out yet.
 
     Call within a write transaction that holds the cable's lock.
@@ -62,16 +64,20 @@ def open_book(repo: Repository, ctx: Context, cable: Cable, now: datetime, *, st
 def commit(
     repo: Repository,
     horizon: Horizon,
-    now: datetime,
-    decision: DecisionRecord | None,
+    decision: DecisionRecord,
     ledger: Ledger | None = None,
     *,
     touched: Iterable[datetime] = (),
-) -> int | None:
-    """Check the invariants, then save the book and audit the decision, in the open transaction.
+) -> int:
+    """Check the invariants, then save the book and audit the decision, in the open transaction."""
+    save_hand_out(repo, horizon, decision.at, ledger, touched=touched)
+    return _audit(repo, decision, ledger or Ledger())
 
-    Blocks that entered the horizon are audited as a decision of their own.
-    """
+
+def save_hand_out(
+    repo: Repository, horizon: Horizon, now: datetime, ledger: Ledger | None = None, *, touched: Iterable[datetime] = ()
+) -> None:
+    """Save the blocks that entered the horizon (audited as a decision of their own) and `touched`."""
     book, new_starts, handed = horizon
     starts = sorted({*new_starts, *touched})
     check_invariants(book, starts)
@@ -80,9 +86,6 @@ def commit(
     if new_starts:
         message = f"{len(new_starts)} blocks entered the horizon and were handed out"
         _audit(repo, DecisionRecord(now, "system", "hand_out", message, cable_id=book.cable.id), handed)
-    if decision is None:
-        return None
-    return _audit(repo, decision, ledger or Ledger())
 
 
 def _audit(repo: Repository, decision: DecisionRecord, ledger: Ledger) -> int:
@@ -95,7 +98,8 @@ def _audit(repo: Repository, decision: DecisionRecord, ledger: Ledger) -> int:
             cpo_id=decision.cpo_id,
             status=decision.status,
             severity="critical",
-            message=f"{decision.message}; " + "; ".join(ledger.alerts[:5])
+            message=f"{decision.message}; "
+            + "; ".join(ledger.alerts[:5])
             + (f"; and {len(ledger.alerts) - 5} more blocks" if len(ledger.alerts) > 5 else ""),
         )
         log.critical("%s", decision.message)

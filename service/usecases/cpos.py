@@ -54,7 +54,9 @@ def update_cpo(ctx: Context, cpo_id: str, changes: dict[str, Any], *, actor: str
         if new.username != old.username and repo.cpo_id_of_username(new.username) is not None:
             raise Conflict(f"username {new.username!r} is taken by another CPO; pick another")
         repo.save_cpo(new, now, password_hash)
-        described = [f"{k} {getattr(old, k)} -> {getattr(new, k)}" for k in changes if getattr(old, k) != getattr(new, k)]
+        described = [
+            f"{k} {getattr(old, k)} -> {getattr(new, k)}" for k in changes if getattr(old, k) != getattr(new, k)
+        ]
         if password_hash:
             described.append("password changed")
         message = f"CPO {cpo_id} updated: {', '.join(described) or 'no change'}"

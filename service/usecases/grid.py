@@ -5,7 +5,6 @@ new limit and the budgets that respect it are committed together.
 """
 
 import dataclasses
-from datetime import datetime
 from typing import Any
 
 from service.domain.allocation import new_block, reallocate, resubscribe
@@ -38,7 +37,7 @@ def create_cable(ctx: Context, cable: Cable, *, actor: str) -> Cable:
         h_start, _ = ctx.horizon(now)
         horizon = open_book(repo, ctx, cable, now, start=h_start, end=h_start)
         message = f"cable {cable.id} created: rated limit {cable.rated_limit} {cable.unit}"
-        commit(repo, horizon, now, DecisionRecord(now, actor, "cable_created", message, cable_id=cable.id))
+        commit(repo, horizon, DecisionRecord(now, actor, "cable_created", message, cable_id=cable.id))
     return cable
 
 
@@ -60,7 +59,8 @@ def update_cable(ctx: Context, cable_id: str, changes: dict[str, Any], *, actor:
             for name in changes
             if getattr(old, name) != getattr(new, name)
         )
-        _reallocate(repo, ctx, new, now, actor, "cable_updated", f"cable {cable_id} updated: {described or 'no change'}")
+        message = f"cable {cable_id} updated: {described or 'no change'}"
+        _reallocate(repo, ctx, new, DecisionRecord(now, actor, "cable_updated", message, cable_id=cable_id))
         return new
 
 
@@ -88,7 +88,9 @@ def add_override(ctx: Context, cable_id: str, override: LimitOverride, *, actor:
             f"limit override {saved.id} on cable {cable_id}: {saved.limit} from {saved.start.isoformat()} "
             f"to {saved.end.isoformat()} ({saved.reason})"
         )
-        _reallocate(repo, ctx, repo.cable(cable_id), now, actor, "override_added", message)
+        _reallocate(
+            repo, ctx, repo.cable(cable_id), DecisionRecord(now, actor, "override_added", message, cable_id=cable_id)
+        )
         return saved
 
 
@@ -100,11 +102,13 @@ def remove_override(ctx: Context, cable_id: str, override_id: int, *, actor: str
         if not repo.delete_override(cable_id, override_id):
             raise NotFound(f"cable {cable_id} has no limit override {override_id}")
         message = f"limit override {override_id} on cable {cable_id} removed"
-        _reallocate(repo, ctx, repo.cable(cable_id), now, actor, "override_removed", message)
+        decision = DecisionRecord(now, actor, "override_removed", message, cable_id=cable_id)
+        _reallocate(repo, ctx, repo.cable(cable_id), decision)
 
 
-def _reallocate(repo: Repository, ctx: Context, cable: Cable, now: datetime, actor: str, action: str, message: str) -> None:
+def _reallocate(repo: Repository, ctx: Context, cable: Cable, decision: DecisionRecord) -> None:
     """Recompute every horizon block from the cable as it is now and move budgets to fit."""
+    now = decision.at
     h_start, h_end = ctx.horizon(now)
     horizon = open_book(repo, ctx, cable, now, start=h_start, end=h_end)
     book = horizon.book
@@ -112,8 +116,7 @@ def _reallocate(repo: Repository, ctx: Context, cable: Cable, now: datetime, act
     loads = ctx.base_loads.base_load(cable, old_starts)
     updated = [new_block(cable, s, loads[s]) for s in old_starts]
     ledger = reallocate(book, updated)
-    decision = DecisionRecord(now, actor, action, message, cable_id=cable.id)
-    commit(repo, horizon, now, decision, ledger, touched=old_starts)
+    commit(repo, horizon, decision, ledger, touched=old_starts)
 
 
 # --- subscriptions ------------------------------------------------------------------------------
@@ -148,7 +151,8 @@ def subscribe(ctx: Context, sub: Subscription, *, actor: str, replace: bool = Fa
             f"subscription of {sub.cpo_id} to cable {sub.cable_id} {verb}: weight {sub.weight}, "
             f"guaranteed minimum {sub.guaranteed_minimum} {cable.unit}"
         )
-        _resubscribe(repo, ctx, cable, now, actor, "subscription_" + verb, message, sub.cpo_id)
+        decision = DecisionRecord(now, actor, f"subscription_{verb}", message, cable_id=cable.id, cpo_id=sub.cpo_id)
+        _resubscribe(repo, ctx, cable, decision)
     return sub
 
 
@@ -161,7 +165,8 @@ def unsubscribe(ctx: Context, cable_id: str, cpo_id: str, *, actor: str) -> None
             raise NotFound(f"CPO {cpo_id} is not subscribed to cable {cable_id}")
         repo.delete_subscription(cable_id, cpo_id)
         message = f"subscription of {cpo_id} to cable {cable_id} removed"
-        _resubscribe(repo, ctx, cable, now, actor, "subscription_removed", message, cpo_id)
+        decision = DecisionRecord(now, actor, "subscription_removed", message, cable_id=cable_id, cpo_id=cpo_id)
+        _resubscribe(repo, ctx, cable, decision)
         repo.delete_budgets_of(cable_id, cpo_id, since=ctx.horizon(now)[0])
 
 
@@ -176,11 +181,9 @@ def _check_minimums(cable: Cable, subs: dict[str, Subscription]) -> None:
         )
 
 
-def _resubscribe(
-    repo: Repository, ctx: Context, cable: Cable, now: datetime, actor: str, action: str, message: str, cpo_id: str
-) -> None:
+def _resubscribe(repo: Repository, ctx: Context, cable: Cable, decision: DecisionRecord) -> None:
+    now = decision.at
     h_start, h_end = ctx.horizon(now)
     horizon = open_book(repo, ctx, cable, now, start=h_start, end=h_end)
     ledger = resubscribe(horizon.book, now=now, policy=ctx.policy)
-    decision = DecisionRecord(now, actor, action, message, cable_id=cable.id, cpo_id=cpo_id)
-    commit(repo, horizon, now, decision, ledger, touched=list(horizon.book.blocks))
+    commit(repo, horizon, decision, ledger, touched=list(horizon.book.blocks))

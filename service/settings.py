@@ -1,0 +1,121 @@
+"""The one settings object: embedded defaults, then an optional TOML file, then the environment.
+
+Every key can be set in the TOML file named by GRIDCAP_CONFIG (keys as below, lower case) or as an
+environment variable GRIDCAP_<KEY>; the environment wins. Nothing is read at import time.
+"""
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from datetime import timedelta
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+from service.domain.allocation import Policy
+
+
+class ConfigError(Exception):
+    """A setting is missing or malformed; the message names it and says what is expected."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = "sqlite:///var/gridcap.db"
+    host: str = "127.0.0.1"
+    port: int = 8080
+    threads: int = 8
+    admin_token: str = ""  # empty: read from admin_token_file
+    admin_token_file: str = "var/admin-token"  # noqa: S105 - a path, not a secret
+    horizon_hours: int = 48
+    reclaim_notice_s: int = 900
+    usage_margin_share: Decimal = Decimal("0.2")
+    usage_lookback_hours: int = 24
+    max_body_bytes: int = 1_048_576
+    log_level: str = "INFO"
+
+    def policy(self) -> Policy:
+        return Policy(
+            horizon=timedelta(hours=self.horizon_hours),
+            reclaim_notice=timedelta(seconds=self.reclaim_notice_s),
+            usage_margin_share=self.usage_margin_share,
+            usage_lookback=timedelta(hours=self.usage_lookback_hours),
+        )
+
+    def resolved_admin_token(self) -> str:
+        """The admin token from the setting, else from its file; refuse to run without one."""
+        token = self.admin_token or _read_token(Path(self.admin_token_file))
+        if len(token) < 16:
+            raise ConfigError(
+                "no admin token: set GRIDCAP_ADMIN_TOKEN (at least 16 characters) or run `gridcap init-db`, "
+                f"which writes a random one to {self.admin_token_file}"
+            )
+        return token
+
+
+def _read_token(path: Path) -> str:
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        return ""
+
+
+_CHECKS: dict[str, tuple[object, object]] = {
+    "port": (1, 65535),
+    "threads": (1, 256),
+    "horizon_hours": (1, 24 * 7),
+    "reclaim_notice_s": (0, 24 * 3600),
+    "usage_lookback_hours": (1, 24 * 31),
+    "max_body_bytes": (1024, 64 * 1_048_576),
+}
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    config_path = env.get("GRIDCAP_CONFIG")
+    if config_path:
+        try:
+            values.update(tomllib.loads(Path(config_path).read_text()))
+        except FileNotFoundError:
+            raise ConfigError(f"GRIDCAP_CONFIG names {config_path}, which does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{config_path} is not valid TOML: {exc}") from None
+    known = {f.name: f for f in fields(Settings)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ConfigError(f"{config_path}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(known)}")
+    for name in known:
+        if f"GRIDCAP_{name.upper()}" in env:
+            values[name] = env[f"GRIDCAP_{name.upper()}"]
+    converted: dict[str, Any] = {}
+    for name, raw in values.items():
+        converted[name] = _convert(name, known[name].type, raw)
+    settings = Settings(**converted)
+    if not Decimal(0) <= settings.usage_margin_share <= 10:
+        raise ConfigError("usage_margin_share must be between 0 and 10 (0.2 = keep peak usage + 20 %)")
+    if settings.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+        raise ConfigError("log_level must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+    return settings
+
+
+def _convert(name: str, kind: object, raw: object) -> object:
+    where = f"setting {name} (GRIDCAP_{name.upper()})"
+    if kind in (int, "int"):
+        try:
+            value = int(str(raw))
+        except ValueError:
+            raise ConfigError(f"{where} must be a whole number, got {raw!r}") from None
+        low, high = _CHECKS.get(name, (None, None))
+        if low is not None and not low <= value <= high:  # type: ignore[operator]
+            raise ConfigError(f"{where} must be between {low} and {high}, got {value}")
+        return value
+    if kind in (Decimal, "Decimal"):
+        try:
+            return Decimal(str(raw))
+        except InvalidOperation:
+            raise ConfigError(f"{where} must be a number, got {raw!r}") from None
+    if not isinstance(raw, str):
+        raise ConfigError(f"{where} must be a string, got {raw!r}")
+    return raw
