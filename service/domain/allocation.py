@@ -112,9 +112,11 @@ class Ledger:
     alerts: list[str] = field(default_factory=list)
 
     def set(self, block: BlockState, cpo_id: str, new: Decimal, reason: Reason) -> None:
-        old = block.budgets.get(cpo_id, ZERO)
-        if new != old:
-            block.assign(cpo_id, new)
+        budgets = block.budgets
+        old = budgets.get(cpo_id, ZERO)
+        if new != old:  # inlined BlockState.assign: this is the hot path of every decision
+            budgets[cpo_id] = new
+            block.allocated += new - old
             self.changes.append(BudgetChange(cpo_id, block.start, old, new, reason))
 
 
