@@ -6,12 +6,7 @@ from flask import Flask
 
 from service.api import register_api
 from service.settings import Settings
-from service.store import Database
-from service.usecases import Context
-
-
-def build_context(settings: Settings) -> Context:
-    return Context(Database(settings.database_url), policy=settings.policy())
+from service.usecases import Context, build_context
 
 
 def create_app(settings: Settings, ctx: Context | None = None) -> Flask:

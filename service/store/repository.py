@@ -39,7 +39,7 @@ class Repository:
     def cable(self, cable_id: str) -> Cable:
         row = self.session.get(CableRow, cable_id)
         if row is None:
-            raise UnknownCable(f"cable {cable_id!r} does not exist; list cables with GET /api/v1/cables")
+            raise UnknownCable(f"cable {cable_id!r} does not exist; list the cables to see which do")
         return self._cable(row, self._overrides(cable_id))
 
     def cables(self) -> list[Cable]:
@@ -111,7 +111,7 @@ class Repository:
     def cpo(self, cpo_id: str) -> Cpo:
         row = self.session.get(CpoRow, cpo_id)
         if row is None:
-            raise UnknownCpo(f"CPO {cpo_id!r} does not exist; list CPOs with GET /api/v1/cpos")
+            raise UnknownCpo(f"CPO {cpo_id!r} does not exist; list the CPOs to see which do")
         return _cpo(row)
 
     def cpo_exists(self, cpo_id: str) -> bool:
@@ -193,18 +193,25 @@ class Repository:
         self, cable: Cable, start: datetime, end: datetime, *, usage_since: datetime | None = None
     ) -> CableBook:
         """The cable's handed-out blocks in [start, end) with budgets and pending requests."""
-        blocks = {
-            row.start: BlockState(row.start, row.limit, row.base_load, row.margin)
-            for row in self.session.scalars(
-                select(BlockRow).where(BlockRow.cable_id == cable.id, BlockRow.start >= start, BlockRow.start < end)
-            )
-        }
-        for b in self.session.execute(
-            select(BudgetRow.start, BudgetRow.cpo_id, BudgetRow.capacity).where(
-                BudgetRow.cable_id == cable.id, BudgetRow.start >= start, BudgetRow.start < end
+        # Core rather than ORM rows: a horizon of 20 CPOs is thousands of budget rows.
+        conn = self.session.connection()
+        budgets: dict[datetime, dict[str, Decimal]] = {}
+        budget = BudgetRow.__table__.c
+        for block_start, cpo_id, capacity in conn.execute(
+            select(budget.start, budget.cpo_id, budget.capacity).where(
+                budget.cable_id == cable.id, budget.start >= start, budget.start < end
             )
         ):
-            blocks[b.start].assign(b.cpo_id, b.capacity)
+            budgets.setdefault(block_start, {})[cpo_id] = capacity
+        block = BlockRow.__table__.c
+        blocks = {
+            row.start: BlockState(row.start, row.limit, row.base_load, row.margin, budgets.get(row.start, {}))
+            for row in conn.execute(
+                select(block.start, block.limit, block.base_load, block.margin).where(
+                    block.cable_id == cable.id, block.start >= start, block.start < end
+                )
+            )
+        }
         for p in self.session.scalars(
             select(PendingRequestRow).where(
                 PendingRequestRow.cable_id == cable.id, PendingRequestRow.start >= start, PendingRequestRow.start < end

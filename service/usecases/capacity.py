@@ -9,7 +9,7 @@ from datetime import datetime
 from decimal import Decimal
 
 from service.domain.allocation import AdjustStatus, request_capacity
-from service.domain.blocks import BLOCK, block_of, block_starts
+from service.domain.blocks import BLOCK, aligned, block_of, block_starts
 from service.domain.errors import InvalidInput, NotSubscribed
 from service.domain.units import ZERO, to_capacity
 from service.store import DecisionRecord, Repository
@@ -34,7 +34,7 @@ class RequestResult:
     budgets: dict[datetime, Decimal]
 
 
-def _blocks(items: Sequence[BlockQuantity], field: str) -> dict[datetime, Decimal]:
+def _blocks(items: Sequence[BlockQuantity], field: str, quantity: str) -> dict[datetime, Decimal]:
     """Validate blocks: aligned, 15 minutes, no duplicates, quantities >= 0."""
     if not items:
         raise InvalidInput(f"{field} must list at least one block")
@@ -43,7 +43,7 @@ def _blocks(items: Sequence[BlockQuantity], field: str) -> dict[datetime, Decima
         start = block_of(item.start, item.end, f"{field}[{i}]")
         if start in out:
             raise InvalidInput(f"{field}[{i}] starts at {start.isoformat()}, which an earlier block already covers")
-        out[start] = to_capacity(item.value, f"{field}[{i}].capacity")
+        out[start] = to_capacity(item.value, f"{field}[{i}].{quantity}")
     return out
 
 
@@ -57,7 +57,7 @@ def _require_subscription(repo: Repository, cable_id: str, cpo_id: str) -> None:
 def request(ctx: Context, cable_id: str, cpo_id: str, blocks: Sequence[BlockQuantity], *, actor: str) -> RequestResult:
     """A CPO asks for a new budget per block: above its budget is a request, below a hand-back."""
     now = ctx.clock()
-    wanted = _blocks(blocks, "blocks")
+    wanted = _blocks(blocks, "blocks", "capacity")
     h_start, h_end = ctx.horizon(now)
     for start in wanted:
         if start < h_start:
@@ -85,7 +85,7 @@ def request(ctx: Context, cable_id: str, cpo_id: str, blocks: Sequence[BlockQuan
 def report_usage(ctx: Context, cable_id: str, cpo_id: str, blocks: Sequence[BlockQuantity], *, actor: str) -> int:
     """A CPO reports its measured average load per block; only blocks that have begun."""
     now = ctx.clock()
-    usage = _blocks(blocks, "blocks")
+    usage = _blocks(blocks, "blocks", "average_usage")
     for start in usage:
         if start > now:
             raise InvalidInput(f"block {start.isoformat()} has not begun; report usage only for measured blocks")
@@ -148,15 +148,15 @@ def capacity(ctx: Context, cable_id: str, start: datetime | None = None, end: da
     """
     now = ctx.clock()
     h_start, h_end = ctx.horizon(now)
-    first = h_start if start is None else start
-    stop = h_end if end is None else end
-    starts = list(block_starts(first, stop))
-    if starts[-1] >= h_end:
+    first = h_start if start is None else aligned(start, "start")
+    stop = h_end if end is None else aligned(end, "end")
+    if stop > h_end:
         raise InvalidInput(
             f"end must be at or before the horizon's end {h_end.isoformat()}; later blocks have no budgets yet"
         )
-    if len(starts) > MAX_VIEW_BLOCKS:
+    if stop - first > MAX_VIEW_BLOCKS * BLOCK:
         raise InvalidInput(f"ask for at most {MAX_VIEW_BLOCKS} blocks (31 days) at once")
+    starts = list(block_starts(first, stop))
     ensure_horizon(ctx, cable_id)
     with ctx.db.read() as session:
         repo = Repository(session)

@@ -10,6 +10,7 @@ from service.domain.allocation import BudgetChange, CableBook, Ledger, Policy, c
 from service.domain.blocks import BLOCK, block_floor
 from service.domain.model import Cable
 from service.domain.ports import BaseLoadSource, StaticBaseLoad
+from service.settings import Settings
 from service.store import Database, DecisionRecord, Repository
 
 log = logging.getLogger("gridcap.decisions")
@@ -30,6 +31,11 @@ class Context:
         """[start of the current block, that + horizon): the blocks that have budgets."""
         start = block_floor(now)
         return start, start + self.policy.horizon
+
+
+def build_context(settings: Settings) -> Context:
+    """The one wiring of settings to a database, shared by the API, the CLI and jobs."""
+    return Context(Database(settings.database_url), policy=settings.policy())
 
 
 class Horizon(NamedTuple):

@@ -32,7 +32,7 @@ def create_cable(ctx: Context, cable: Cable, *, actor: str) -> Cable:
     with ctx.db.write() as session:
         repo = Repository(session)
         if repo.cable_exists(cable.id):
-            raise Conflict(f"cable {cable.id!r} already exists; update it with PATCH /api/v1/cables/{cable.id}")
+            raise Conflict(f"cable {cable.id!r} already exists; update it instead of creating it again")
         repo.save_cable(dataclasses.replace(cable, overrides=()), now)
         h_start, _ = ctx.horizon(now)
         horizon = open_book(repo, ctx, cable, now, start=h_start, end=h_start)
@@ -129,31 +129,57 @@ def list_subscriptions(ctx: Context, cable_id: str) -> list[Subscription]:
         return list(repo.subscriptions(cable_id).values())
 
 
-def subscribe(ctx: Context, sub: Subscription, *, actor: str, replace: bool = False) -> Subscription:
-    """Add (or, with replace, change) a CPO's subscription to a cable and re-share its budgets."""
-    now = ctx.clock()
+def get_subscription(ctx: Context, cable_id: str, cpo_id: str) -> Subscription:
+    with ctx.db.read() as session:
+        repo = Repository(session)
+        repo.cable(cable_id)
+        return _subscription(repo.subscriptions(cable_id), cable_id, cpo_id)
+
+
+def _subscription(subs: dict[str, Subscription], cable_id: str, cpo_id: str) -> Subscription:
+    if cpo_id not in subs:
+        raise NotFound(f"CPO {cpo_id} is not subscribed to cable {cable_id}; add the subscription first")
+    return subs[cpo_id]
+
+
+def subscribe(ctx: Context, sub: Subscription, *, actor: str) -> Subscription:
+    """Subscribe a CPO to a cable and re-share the cable's budgets."""
     with ctx.db.write((sub.cable_id,)) as session:
         repo = Repository(session)
-        cable = repo.cable(sub.cable_id)
         repo.cpo(sub.cpo_id)
-        subs = repo.subscriptions(sub.cable_id)
-        if replace and sub.cpo_id not in subs:
-            raise NotFound(f"CPO {sub.cpo_id} is not subscribed to cable {sub.cable_id}; add the subscription first")
-        if not replace and sub.cpo_id in subs:
+        if sub.cpo_id in repo.subscriptions(repo.cable(sub.cable_id).id):
             raise Conflict(
                 f"CPO {sub.cpo_id} is already subscribed to cable {sub.cable_id}; "
-                f"change it with PATCH /api/v1/cables/{sub.cable_id}/subscriptions/{sub.cpo_id}"
+                "update the subscription instead of adding it again"
             )
-        _check_minimums(cable, {**subs, sub.cpo_id: sub})
-        repo.save_subscription(sub)
-        verb = "changed" if replace else "added"
-        message = (
-            f"subscription of {sub.cpo_id} to cable {sub.cable_id} {verb}: weight {sub.weight}, "
-            f"guaranteed minimum {sub.guaranteed_minimum} {cable.unit}"
-        )
-        decision = DecisionRecord(now, actor, f"subscription_{verb}", message, cable_id=cable.id, cpo_id=sub.cpo_id)
-        _resubscribe(repo, ctx, cable, decision)
+        _save_subscription(repo, ctx, sub, actor=actor, verb="added")
     return sub
+
+
+def update_subscription(
+    ctx: Context, cable_id: str, cpo_id: str, changes: dict[str, Any], *, actor: str
+) -> Subscription:
+    """Change a subscription's weight or minimum; read and written under the cable's lock."""
+    with ctx.db.write((cable_id,)) as session:
+        repo = Repository(session)
+        repo.cable(cable_id)
+        old = _subscription(repo.subscriptions(cable_id), cable_id, cpo_id)
+        new = dataclasses.replace(old, **changes)  # validates
+        _save_subscription(repo, ctx, new, actor=actor, verb="changed")
+    return new
+
+
+def _save_subscription(repo: Repository, ctx: Context, sub: Subscription, *, actor: str, verb: str) -> None:
+    now = ctx.clock()
+    cable = repo.cable(sub.cable_id)
+    _check_minimums(cable, {**repo.subscriptions(cable.id), sub.cpo_id: sub})
+    repo.save_subscription(sub)
+    message = (
+        f"subscription of {sub.cpo_id} to cable {sub.cable_id} {verb}: weight {sub.weight}, "
+        f"guaranteed minimum {sub.guaranteed_minimum} {cable.unit}"
+    )
+    decision = DecisionRecord(now, actor, f"subscription_{verb}", message, cable_id=cable.id, cpo_id=sub.cpo_id)
+    _resubscribe(repo, ctx, cable, decision)
 
 
 def unsubscribe(ctx: Context, cable_id: str, cpo_id: str, *, actor: str) -> None:
