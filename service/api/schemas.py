@@ -1,0 +1,281 @@
+"""What goes over the wire: marshmallow schemas that parse requests and document responses.
+
+Parsing checks types and shapes only; the rules (aligned blocks, non-negative capacities, ...)
+are the domain's, which raises InvalidInput with a message saying what to fix.
+Datetimes must carry a UTC offset and are sent back in UTC; quantities are accepted as JSON
+numbers or strings and sent back as JSON numbers.
+"""
+
+import re
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import marshmallow as ma
+from marshmallow import fields, validate
+
+from service.domain.model import Binding
+from service.domain.units import Unit
+
+# Far above any low-voltage cable, far below what the database columns hold.
+MAX_QUANTITY = Decimal(1_000_000_000)
+
+_SPACE_FOR_PLUS = re.compile(r"^(\S+T[0-9:.]+) ([0-9]{2}:?[0-9]{2})$")
+
+
+def utc_iso(moment: datetime) -> str:
+    """RFC 3339 in UTC with a Z, e.g. 2026-03-29T16:00:00Z."""
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+class Moment(fields.AwareDateTime):
+    """An RFC 3339 date-time with a UTC offset; naive input is rejected, output is UTC."""
+
+    default_error_messages = {  # noqa: RUF012  (marshmallow merges these along the class tree)
+        "invalid": "is not a date-time with offset such as 2026-03-29T18:00:00+02:00 or 2026-03-29T16:00:00Z",
+        "invalid_awareness": (
+            "has no UTC offset, so its meaning would depend on a server's time zone; "
+            "add one, e.g. 2026-03-29T18:00:00+02:00 or 2026-03-29T16:00:00Z"
+        ),
+    }
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("metadata", {}).setdefault("example", "2026-03-29T18:00:00+02:00")
+        super().__init__(format="iso", **kwargs)
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> datetime:
+        if isinstance(value, str):
+            # An unencoded '+' in a query string arrives as a space: 2026-03-29T18:00:00 02:00.
+            value = _SPACE_FOR_PLUS.sub(r"\1+\2", value.strip())
+        return super()._deserialize(value, attr, data, **kwargs)
+
+    def _serialize(self, value: datetime | None, attr: str | None, obj: Any, **kwargs: Any) -> str | None:
+        return None if value is None else utc_iso(value)
+
+
+class Number(fields.Decimal):
+    """A decimal quantity: a JSON number or a numeric string in, a JSON number out."""
+
+    default_error_messages = {  # noqa: RUF012
+        "invalid": "must be a number such as 12.5 (or the string '12.5')",
+        "special": "must be a finite number (NaN and Infinity are not quantities)",
+    }
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("validate", validate.Range(max=MAX_QUANTITY, error="must be at most {max}"))
+        super().__init__(**kwargs)
+
+    def _serialize(self, value: Decimal | None, attr: str | None, obj: Any, **kwargs: Any) -> float | None:  # type: ignore[override]
+        return None if value is None else float(value)
+
+
+class Strict(ma.Schema):
+    """Unknown fields are rejected, and the error lists the fields the object accepts."""
+
+    class Meta:
+        unknown = ma.RAISE
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        accepted = sorted(f.data_key or name for name, f in self.load_fields.items())
+        self.error_messages = {
+            **self.error_messages,
+            "unknown": f"unknown field; accepted here: {', '.join(accepted) or 'nothing'}",
+        }
+
+
+def _id(description: str) -> fields.String:
+    return fields.String(required=True, metadata={"description": description, "example": "ls-kerkstraat-3"})
+
+
+# --- cables and overrides -----------------------------------------------------------------------
+
+
+class OverrideSchema(Strict):
+    id = fields.Integer(dump_only=True)
+    start = Moment(required=True, metadata={"description": "first block of the override (on a quarter hour)"})
+    end = Moment(required=True, metadata={"description": "end of the last block (exclusive)"})
+    limit = Number(required=True, metadata={"description": "the limit in this window, in the cable's unit"})
+    reason = fields.String(required=True, metadata={"example": "maintenance on joint 4"})
+
+
+class CableSchema(Strict):
+    id = _id("1-64 letters, digits, '.', '_', ':' or '-'")
+    name = fields.String(required=True)
+    unit = fields.String(
+        required=True,
+        validate=validate.OneOf([u.value for u in Unit]),
+        metadata={"description": "A: current per phase; KW: total power over all phases"},
+    )
+    rated_limit = Number(required=True)
+    phases = fields.Integer(required=True, strict=True, metadata={"description": "1, 2 or 3"})
+    voltage_v = Number(required=True, metadata={"description": "phase voltage, e.g. 230"})
+    margin = Number(metadata={"description": "capacity never handed out (default 0)"})
+    reserve_share = Number(metadata={"description": "share of available capacity kept back, in [0, 1) (0.1)"})
+    base_load = Number(metadata={"description": "static non-EV load, in the cable's unit (default 0)"})
+    overrides = fields.List(fields.Nested(OverrideSchema), dump_only=True)
+
+
+class CablePatchSchema(Strict):
+    """The fields to change; the rest stay. Changing `unit` is refused (409)."""
+
+    name = fields.String()
+    unit = fields.String(validate=validate.OneOf([u.value for u in Unit]))
+    rated_limit = Number()
+    phases = fields.Integer(strict=True)
+    voltage_v = Number()
+    margin = Number()
+    reserve_share = Number()
+    base_load = Number()
+
+
+# --- CPOs and subscriptions ---------------------------------------------------------------------
+
+
+class CpoSchema(Strict):
+    id = _id("1-64 letters, digits, '.', '_', ':' or '-'")
+    name = fields.String(required=True)
+    username = fields.String(required=True, metadata={"description": "the CPO's login for OSCP"})
+    password = fields.String(
+        required=True, load_only=True, metadata={"description": "at least 12 characters; never returned"}
+    )
+    endpoint_url = fields.String(required=True, metadata={"example": "https://cpo.example/oscp"})
+    binding = fields.String(required=True, validate=validate.OneOf([b.value for b in Binding]))
+
+
+class CpoPatchSchema(Strict):
+    """The fields to change; the rest stay."""
+
+    name = fields.String()
+    username = fields.String()
+    password = fields.String(load_only=True)
+    endpoint_url = fields.String()
+    binding = fields.String(validate=validate.OneOf([b.value for b in Binding]))
+
+
+class SubscriptionSchema(Strict):
+    cable_id = fields.String(dump_only=True)
+    cpo_id = _id("a CPO created with POST /api/v1/cpos")
+    weight = Number(required=True, metadata={"description": "share of the capacity above the minimums"})
+    guaranteed_minimum = Number(required=True, metadata={"description": "budget the CPO always gets"})
+
+
+class SubscriptionPatchSchema(Strict):
+    weight = Number()
+    guaranteed_minimum = Number()
+
+
+# --- capacity -----------------------------------------------------------------------------------
+
+
+class CapacityQuerySchema(Strict):
+    start = Moment(metadata={"description": "first block (default: the current block)"})
+    end = Moment(metadata={"description": "end of the last block, exclusive (default: the horizon's end)"})
+
+
+class BlockViewSchema(ma.Schema):
+    start = Moment()
+    end = Moment()
+    limit = Number()
+    base_load = Number()
+    margin = Number()
+    available = Number(metadata={"description": "limit - base_load - margin, at least 0"})
+    unallocated = Number(metadata={"description": "available minus the sum of budgets"})
+    budgets = fields.Dict(keys=fields.String(), values=Number(), metadata={"description": "CPO id -> budget"})
+    handed_out = fields.Boolean(metadata={"description": "false for blocks the service never handed out"})
+
+
+class CapacityViewSchema(ma.Schema):
+    cable_id = fields.String()
+    unit = fields.String()
+    blocks = fields.List(fields.Nested(BlockViewSchema))
+
+
+class _Block(Strict):
+    start = Moment(required=True)
+    end = Moment(required=True, metadata={"description": "start + 15 minutes"})
+
+
+class RequestBlockSchema(_Block):
+    capacity = Number(required=True, metadata={"description": "the budget wanted; below the current one hands back"})
+
+
+class CapacityRequestSchema(Strict):
+    cpo_id = _id("the CPO asking")
+    blocks = fields.List(fields.Nested(RequestBlockSchema), required=True)
+
+
+class BudgetBlockSchema(ma.Schema):
+    start = Moment()
+    end = Moment()
+    budget = Number()
+
+
+class RequestDecisionSchema(ma.Schema):
+    decision_id = fields.Integer(metadata={"description": "see GET /api/v1/audit/decisions"})
+    status = fields.String(validate=validate.OneOf(["Accepted", "PartiallyAccepted", "Rejected"]))
+    blocks = fields.List(fields.Nested(BudgetBlockSchema))
+
+
+class UsageBlockSchema(_Block):
+    average_usage = Number(required=True, metadata={"description": "measured average EV load in the block"})
+
+
+class UsageReportSchema(Strict):
+    cpo_id = _id("the CPO reporting")
+    blocks = fields.List(fields.Nested(UsageBlockSchema), required=True)
+
+
+class UsageReceiptSchema(ma.Schema):
+    decision_id = fields.Integer()
+
+
+# --- audit and health ---------------------------------------------------------------------------
+
+
+class AuditQuerySchema(Strict):
+    cable_id = fields.String(data_key="cable", metadata={"description": "only this cable"})
+    cpo_id = fields.String(data_key="cpo", metadata={"description": "only this CPO"})
+    since = Moment(metadata={"description": "only entries at or after this moment"})
+    limit = fields.Integer(metadata={"description": "at most this many, oldest first (1-10000, default 1000)"})
+
+
+class LedgerEntrySchema(ma.Schema):
+    id = fields.Integer()
+    at = Moment()
+    decision_id = fields.Integer()
+    actor = fields.String()
+    action = fields.String()
+    cable_id = fields.String()
+    cpo_id = fields.String()
+    start = Moment()
+    end = Moment()
+    old_capacity = Number()
+    new_capacity = Number()
+    reason = fields.String()
+    severity = fields.String()
+
+
+class LedgerSchema(ma.Schema):
+    entries = fields.List(fields.Nested(LedgerEntrySchema))
+
+
+class DecisionSchema(ma.Schema):
+    id = fields.Integer()
+    at = Moment()
+    actor = fields.String()
+    action = fields.String()
+    cable_id = fields.String(allow_none=True)
+    cpo_id = fields.String(allow_none=True)
+    status = fields.String(allow_none=True)
+    severity = fields.String()
+    message = fields.String()
+
+
+class DecisionsSchema(ma.Schema):
+    decisions = fields.List(fields.Nested(DecisionSchema))
+
+
+class HealthSchema(ma.Schema):
+    status = fields.String(metadata={"example": "ok"})
+    database = fields.String(metadata={"example": "ok"})
