@@ -16,9 +16,9 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import NamedTuple
 
-from service.domain.errors import InvalidInput, InvariantViolation
+from service.domain.errors import InvalidInput, InvariantViolation, NotSubscribed
 from service.domain.model import Cable, Subscription
-from service.domain.units import ZERO, ceil_grid, floor_grid
+from service.domain.units import ZERO, ceil_grid, floor_grid, to_capacity
 
 
 class Reason(StrEnum):
@@ -179,14 +179,11 @@ def _serve_pending(block: BlockState, ledger: Ledger) -> None:
     if not block.pending:
         return
     for request in sorted(block.pending.values(), key=lambda p: (p.requested_at, p.cpo_id)):
-        free = block.unallocated
-        if free == 0:
-            return
         current = block.budgets.get(request.cpo_id, ZERO)
-        grant = min(request.target - current, free)
+        grant = min(request.target - current, block.unallocated)
         if grant > 0:
             ledger.set(block, request.cpo_id, current + grant, Reason.PENDING_SERVED)
-        if current + grant >= request.target:
+        if current + max(grant, ZERO) >= request.target:  # served now, or met by another rule before
             del block.pending[request.cpo_id]
 
 
@@ -290,16 +287,19 @@ def request_capacity(
     CPOs demonstrably do not use, never below their minimum, and only for blocks that start after
     the reclaim notice. What cannot be granted waits as a pending request.
     """
+    if cpo_id not in book.subscriptions:
+        raise NotSubscribed(f"CPO {cpo_id!r} is not subscribed to cable {book.cable.id!r}")
+    targets = {}
+    for start, value in wanted.items():  # validate everything before changing anything
+        if start not in book.blocks:
+            raise InvalidInput(f"block {start.isoformat()} is outside the allocation horizon")
+        targets[start] = to_capacity(value, f"capacity for block {start.isoformat()}")
     ledger = Ledger()
     fully, partly, nothing = 0, 0, 0
     reclaim_from = now + policy.reclaim_notice
     keep = _keep_levels(book, cpo_id, policy)
-    for start, target in wanted.items():
-        block = book.blocks.get(start)
-        if block is None:
-            raise InvalidInput(f"block {start.isoformat()} is outside the allocation horizon")
-        if target < 0:
-            raise InvalidInput(f"capacity for block {start.isoformat()} must be >= 0, got {target}")
+    for start, target in targets.items():
+        block = book.blocks[start]
         current = block.budgets.get(cpo_id, ZERO)
         block.pending.pop(cpo_id, None)
         if target <= current:
@@ -383,7 +383,10 @@ def resubscribe(book: CableBook, *, now: datetime, policy: Policy) -> Ledger:
             ordered = sorted(targets.items(), key=lambda item: item[1] - block.budgets.get(item[0], ZERO))
             for cpo, target in ordered:  # decreases first, so the sum never exceeds available
                 current = block.budgets.get(cpo, ZERO)
-                reason = Reason.REALLOCATED_DOWN if target < current else Reason.REALLOCATED_UP
+                if target >= current:
+                    reason = Reason.REALLOCATED_UP
+                else:  # below a minimum only when the minimums cannot all be met
+                    reason = Reason.MINIMUMS_INFEASIBLE if alert else Reason.REALLOCATED_DOWN
                 ledger.set(block, cpo, target, reason)
             if alert:
                 ledger.alerts.append(f"{alert} (block {block.start.isoformat()})")

@@ -3,24 +3,35 @@
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 
 from service.domain.blocks import aligned
 from service.domain.errors import InvalidInput
 from service.domain.units import Unit, to_capacity
 
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
-_USERNAME = re.compile(r"^[A-Za-z0-9._@-]{1,64}$")
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
+_USERNAME = re.compile(r"[A-Za-z0-9._@-]{1,64}")
+_URL = re.compile(r"https?://[^\s/?#]+(?:[/?#]\S*)?")
 
 
 def check_id(value: str, field_name: str) -> str:
-    if not isinstance(value, str) or not _ID.match(value):
+    if not isinstance(value, str) or not _ID.fullmatch(value):
         raise InvalidInput(
             f"{field_name} {value!r} is not a valid id: use 1-64 letters, digits, '.', '_', ':' or '-', "
             "starting with a letter or digit"
         )
     return value
+
+
+def _number(value: object, field_name: str) -> Decimal:
+    try:
+        number = Decimal(str(value))
+    except InvalidOperation:
+        raise InvalidInput(f"{field_name} must be a number, got {value!r}") from None
+    if not number.is_finite():
+        raise InvalidInput(f"{field_name} must be a finite number, got {value!r}")
+    return number
 
 
 class Binding(StrEnum):
@@ -79,14 +90,14 @@ class Cable:
             ) from None
         for name in ("rated_limit", "margin", "base_load"):
             object.__setattr__(self, name, to_capacity(getattr(self, name), name))
-        if self.phases not in (1, 2, 3):
+        if isinstance(self.phases, bool) or self.phases not in (1, 2, 3):
             raise InvalidInput(f"phases must be 1, 2 or 3, got {self.phases}")
-        voltage = Decimal(str(self.voltage_v))
-        if not voltage.is_finite() or voltage <= 0:
-            raise InvalidInput(f"voltage_v must be a positive phase voltage such as 230, got {self.voltage_v}")
+        voltage = _number(self.voltage_v, "voltage_v")
+        if voltage <= 0 or voltage > 1000:
+            raise InvalidInput(f"voltage_v must be a low-voltage phase voltage such as 230, got {self.voltage_v}")
         object.__setattr__(self, "voltage_v", voltage)
-        share = Decimal(str(self.reserve_share))
-        if not share.is_finite() or not Decimal(0) <= share < 1:
+        share = _number(self.reserve_share, "reserve_share")
+        if not Decimal(0) <= share < 1:
             raise InvalidInput(f"reserve_share must be in [0, 1), got {self.reserve_share}")
         object.__setattr__(self, "reserve_share", share)
 
@@ -108,9 +119,9 @@ class Cpo:
         check_id(self.id, "cpo id")
         if not self.name.strip():
             raise InvalidInput("cpo name must not be empty")
-        if not _USERNAME.match(self.username):
+        if not isinstance(self.username, str) or not _USERNAME.fullmatch(self.username):
             raise InvalidInput("username must be 1-64 letters, digits, '.', '_', '@' or '-'")
-        if not re.match(r"^https?://[^\s/]+", self.endpoint_url):
+        if not isinstance(self.endpoint_url, str) or not _URL.fullmatch(self.endpoint_url):
             raise InvalidInput(f"endpoint_url must be an http(s) URL, got {self.endpoint_url!r}")
         try:
             object.__setattr__(self, "binding", Binding(self.binding))
@@ -128,5 +139,7 @@ class Subscription:
     guaranteed_minimum: Decimal
 
     def __post_init__(self) -> None:
+        check_id(self.cable_id, "cable id")
+        check_id(self.cpo_id, "cpo id")
         object.__setattr__(self, "weight", to_capacity(self.weight, "weight"))
         object.__setattr__(self, "guaranteed_minimum", to_capacity(self.guaranteed_minimum, "guaranteed_minimum"))

@@ -12,6 +12,7 @@ from service.domain.errors import InvalidInput
 
 GRID = Decimal("0.001")
 ZERO = Decimal(0)
+MAX_QUANTITY = Decimal("999999999.999")  # what the database columns hold
 
 
 class Unit(StrEnum):
@@ -37,7 +38,9 @@ def to_capacity(value: object, field: str) -> Decimal:
         raise InvalidInput(f"{field} must be a finite number, got {value!r}")
     if number < 0:
         raise InvalidInput(f"{field} must be >= 0, got {number}")
-    return floor_grid(number)
+    if number > MAX_QUANTITY:
+        raise InvalidInput(f"{field} must be at most {MAX_QUANTITY}, got {number}")
+    return floor_grid(number) + ZERO  # + ZERO turns -0 into 0
 
 
 def power_kw_from_current_a(current_a: Decimal, *, phases: int, voltage_v: Decimal) -> Decimal:
