@@ -455,7 +455,10 @@ def test_help_is_not_an_error(cli: Cli) -> None:
         (("cpo", "update", "nope", "--name", "N"), "CPO 'nope' does not exist; list the CPOs to see which do"),
         (("cpo", "delete", "demo-chargeco"), "remove those subscriptions first"),
         (("subscription", "add", "demo-molenweg", "demo-chargeco", "--minimum", "100"), "lower the minimums"),
-        (("subscription", "add", "demo-molenweg", "demo-voltline"), "update the subscription instead of adding it again"),
+        (
+            ("subscription", "add", "demo-molenweg", "demo-voltline"),
+            "update the subscription instead of adding it again",
+        ),
         (("subscription", "add", "demo-molenweg", "nope"), "CPO 'nope' does not exist"),
         (("subscription", "update", "demo-molenweg", "demo-chargeco", "--weight", "2"), "is not subscribed"),
         (("subscription", "update", "demo-molenweg", "demo-voltline"), "give --weight, --minimum or both"),
