@@ -284,16 +284,10 @@ def request_capacity(
     """Request more (capacity above the budget) or hand back (below it), per block.
 
     More comes from unallocated capacity (the reserve included) first, then from budget other
-    CPOs demonstrably do not use, never below their minimum, and only for blocks that start after
-    the reclaim notice. What cannot be granted waits as a pending request.
+    CPOs demonstrably do not use (largest first), never below their minimum, and only for blocks
+    that start after the reclaim notice. What cannot be granted waits as a pending request.
     """
-    if cpo_id not in book.subscriptions:
-        raise NotSubscribed(f"CPO {cpo_id!r} is not subscribed to cable {book.cable.id!r}")
-    targets = {}
-    for start, value in wanted.items():  # validate everything before changing anything
-        if start not in book.blocks:
-            raise InvalidInput(f"block {start.isoformat()} is outside the allocation horizon")
-        targets[start] = to_capacity(value, f"capacity for block {start.isoformat()}")
+    targets = _valid_targets(book, cpo_id, wanted)
     ledger = Ledger()
     fully, partly, nothing = 0, 0, 0
     reclaim_from = now + policy.reclaim_notice
@@ -328,6 +322,21 @@ def request_capacity(
     return RequestOutcome(status, ledger, budgets)
 
 
+def _valid_targets(book: CableBook, cpo_id: str, wanted: Mapping[datetime, Decimal]) -> dict[datetime, Decimal]:
+    """Validate a whole request before anything changes."""
+    if cpo_id not in book.subscriptions:
+        raise NotSubscribed(f"CPO {cpo_id!r} is not subscribed to cable {book.cable.id!r}")
+    targets = {}
+    for start, value in wanted.items():
+        if start not in book.blocks:
+            raise InvalidInput(f"block {start.isoformat()} is outside the allocation horizon")
+        try:
+            targets[start] = to_capacity(value, "capacity")
+        except InvalidInput as exc:  # name the block only when needed: this loop is hot
+            raise InvalidInput(f"block {start.isoformat()}: {exc.message}") from None
+    return targets
+
+
 def _keep_levels(book: CableBook, requester: str, policy: Policy) -> dict[str, Decimal]:
     """What each other CPO keeps when capacity is reclaimed: its recent peak usage plus the margin,
     never below its minimum. A CPO that reported no usage is absent: nothing of it is
@@ -340,16 +349,22 @@ def _keep_levels(book: CableBook, requester: str, policy: Policy) -> dict[str, D
 
 
 def _reclaim_unused(block: BlockState, need: Decimal, keep: Mapping[str, Decimal], ledger: Ledger) -> Decimal:
-    """Take up to `need` from budget above the keep levels, in proportion to it."""
-    unused = {cpo: block.budgets[cpo] - level for cpo, level in keep.items() if block.budgets.get(cpo, ZERO) > level}
-    total = sum(unused.values(), ZERO)
-    if total == 0:
-        return ZERO
-    take = min(need, total)
-    shares = unused if take == total else {cpo: floor_grid(take * spare / total) for cpo, spare in unused.items()}
-    for cpo, share in shares.items():
-        ledger.set(block, cpo, block.budgets[cpo] - share, Reason.RECLAIMED_UNUSED)
-    return sum(shares.values(), ZERO)
+    """Take up to `need` from budget above the keep levels, largest unused budget first.
+
+    Largest first disturbs the fewest CPOs: each one cut must be told and re-plan its charging,
+    and none loses what it demonstrably uses.
+    """
+    budgets = block.budgets
+    unused = [(budget - level, cpo) for cpo, level in keep.items() if (budget := budgets.get(cpo, ZERO)) > level]
+    unused.sort(reverse=True)  # largest first; ties in descending id order, so always the same
+    taken = ZERO
+    for spare, cpo in unused:
+        if taken == need:
+            break
+        share = min(spare, need - taken)
+        ledger.set(block, cpo, budgets[cpo] - share, Reason.RECLAIMED_UNUSED)
+        taken += share
+    return taken
 
 
 def reallocate(book: CableBook, updated: Iterable[BlockState]) -> Ledger:

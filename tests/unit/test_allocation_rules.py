@@ -223,14 +223,23 @@ class TestReclaim:
         request_capacity(book, "a", {T0: D(70)}, now=FAR, policy=POLICY)
         assert budgets(book) == {"a": D("57.999"), "b": D("12.001")}
 
-    def test_reclaimed_in_proportion_to_what_each_does_not_use(self) -> None:
+    def test_reclaimed_from_the_largest_unused_budget_first(self) -> None:
         # 90 split 30/30/30. b keeps ceil(5 * 1.2) = 6 (24 unused), c keeps 18 (12 unused).
-        # a needs 18 of the 36 unused: b gives 18 * 24/36 = 12, c gives 18 * 12/36 = 6.
+        # a needs 18: b alone has that much unused and gives it all; c is not disturbed.
         book = make_book(make_cable(90, reserve="0"), [sub("a", 1), sub("b", 1), sub("c", 1)])
         book.usage_peak = {"b": D(5), "c": D(15)}
         outcome = request_capacity(book, "a", {T0: D(48)}, now=FAR, policy=POLICY)
         assert outcome.status is AdjustStatus.ACCEPTED
-        assert budgets(book) == {"a": D(48), "b": D(18), "c": D(24)}
+        assert budgets(book) == {"a": D(48), "b": D(12), "c": D(30)}
+        assert {c.cpo_id for c in outcome.ledger.changes if c.reason is Reason.RECLAIMED_UNUSED} == {"b"}
+
+    def test_reclaim_moves_on_to_the_next_largest_when_one_is_not_enough(self) -> None:
+        # Same grid; a needs 30: b gives its 24 unused, c the remaining 6 of its 12.
+        book = make_book(make_cable(90, reserve="0"), [sub("a", 1), sub("b", 1), sub("c", 1)])
+        book.usage_peak = {"b": D(5), "c": D(15)}
+        outcome = request_capacity(book, "a", {T0: D(60)}, now=FAR, policy=POLICY)
+        assert outcome.status is AdjustStatus.ACCEPTED
+        assert budgets(book) == {"a": D(60), "b": D(6), "c": D(24)}
         assert {(ch.cpo_id, ch.reason) for ch in outcome.ledger.changes} == {
             ("a", Reason.REQUEST_GRANTED),
             ("b", Reason.RECLAIMED_UNUSED),
