@@ -34,6 +34,9 @@ def create_cable(ctx: Context, cable: Cable, *, actor: str) -> Cable:
         if repo.cable_exists(cable.id):
             raise Conflict(f"cable {cable.id!r} already exists; update it instead of creating it again")
         repo.save_cable(dataclasses.replace(cable, overrides=()), now)
+        for override in cable.overrides:  # stored, so the cable and its handed-out blocks agree
+            repo.add_override(cable.id, override)
+        cable = repo.cable(cable.id)  # as stored: overrides with their ids
         h_start, _ = ctx.horizon(now)
         horizon = open_book(repo, ctx, cable, now, start=h_start, end=h_start)
         message = f"cable {cable.id} created: rated limit {cable.rated_limit} {cable.unit}"
