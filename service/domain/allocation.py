@@ -343,7 +343,7 @@ def _keep_levels(book: CableBook, requester: str, policy: Policy) -> dict[str, D
     demonstrably unused."""
     return {
         cpo: max(book.minimum(cpo), ceil_grid(peak * (1 + policy.usage_margin_share)))
-        for cpo, peak in book.usage_peak.items()
+        for cpo, peak in sorted(book.usage_peak.items())  # id order, so ties break the same everywhere
         if cpo != requester and cpo in book.subscriptions
     }
 
@@ -355,13 +355,11 @@ def _reclaim_unused(block: BlockState, need: Decimal, keep: Mapping[str, Decimal
     and none loses what it demonstrably uses.
     """
     budgets = block.budgets
-    unused = [(budget - level, cpo) for cpo, level in keep.items() if (budget := budgets.get(cpo, ZERO)) > level]
-    unused.sort(reverse=True)  # largest first; ties in descending id order, so always the same
+    unused = {cpo: budget - level for cpo, level in keep.items() if (budget := budgets.get(cpo, ZERO)) > level}
     taken = ZERO
-    for spare, cpo in unused:
-        if taken == need:
-            break
-        share = min(spare, need - taken)
+    while taken < need and unused:
+        cpo = max(unused, key=unused.__getitem__)  # ties: the first in id order
+        share = min(unused.pop(cpo), need - taken)
         ledger.set(block, cpo, budgets[cpo] - share, Reason.RECLAIMED_UNUSED)
         taken += share
     return taken
