@@ -1,5 +1,6 @@
 """Reads and writes of domain objects within one transaction (a SQLAlchemy Session)."""
 
+import dataclasses
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -313,16 +314,7 @@ class Repository:
     # --- audit --------------------------------------------------------------------------------
 
     def record(self, decision: "DecisionRecord", changes: Sequence[BudgetChange]) -> int:
-        row = DecisionRow(
-            at=decision.at,
-            actor=decision.actor,
-            action=decision.action,
-            cable_id=decision.cable_id,
-            cpo_id=decision.cpo_id,
-            status=decision.status,
-            severity=decision.severity,
-            message=decision.message,
-        )
+        row = DecisionRow(**dataclasses.asdict(decision))
         self.session.add(row)
         self.session.flush()
         if changes:

@@ -1,5 +1,6 @@
 """What every use case needs, and the one path by which a decision reaches the database."""
 
+import dataclasses
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -96,17 +97,8 @@ def save_hand_out(
 
 def _audit(repo: Repository, decision: DecisionRecord, ledger: Ledger) -> int:
     if ledger.alerts:
-        decision = DecisionRecord(
-            at=decision.at,
-            actor=decision.actor,
-            action=decision.action,
-            cable_id=decision.cable_id,
-            cpo_id=decision.cpo_id,
-            status=decision.status,
-            severity="critical",
-            message=f"{decision.message}; "
-            + "; ".join(ledger.alerts[:5])
-            + (f"; and {len(ledger.alerts) - 5} more blocks" if len(ledger.alerts) > 5 else ""),
-        )
+        more = f"; and {len(ledger.alerts) - 5} more blocks" if len(ledger.alerts) > 5 else ""
+        message = f"{decision.message}; {'; '.join(ledger.alerts[:5])}{more}"
+        decision = dataclasses.replace(decision, severity="critical", message=message)
         log.critical("%s", decision.message)
     return repo.record(decision, ledger.changes)
