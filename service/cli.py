@@ -914,7 +914,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", help="address to listen on (default: setting host, 127.0.0.1)")
     p.add_argument("--port", type=_int_between(1, 65535), help="port (default: GRIDCAP_PORT or 8080)")
 
-    help_ = "create the database schema, and an admin token file if no token is configured"
+    help_ = "create or migrate the database schema, and an admin token file if no token is configured"
     p = b.command(commands, "init-db", cmd_init_db, help_)
     p.add_argument("--demo", action="store_true", help="seed a small demo grid if the database has no cables")
 

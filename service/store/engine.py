@@ -10,11 +10,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, select
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Connection, Engine, create_engine, event, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
-from service.store.tables import Base, CableRow
+from service.store.tables import CableRow
 
 _READ_ONLY = "gridcap_read_only"
 
@@ -57,7 +59,9 @@ class Database:
         return self.engine.dialect.name
 
     def create_schema(self) -> None:
-        Base.metadata.create_all(self.engine)
+        """Bring the schema to the newest migration (creating it in an empty database)."""
+        with self.engine.begin() as connection:
+            command.upgrade(_alembic_config(connection), "head")
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -79,3 +83,10 @@ class Database:
     def read(self) -> Iterator[Session]:
         with Session(self._reader, expire_on_commit=False) as session, session.begin():
             yield session
+
+
+def _alembic_config(connection: Connection) -> Config:
+    config = Config()
+    config.set_main_option("script_location", "service.store:migrations")
+    config.attributes["connection"] = connection
+    return config

@@ -1,0 +1,1 @@
+"""Alembic migrations of the gridcap schema; `gridcap init-db` applies them."""
