@@ -48,7 +48,7 @@ check: ## lint, typecheck, imports, then test
 	$(MAKE) test
 
 bench: install ## Run the benchmarks against real servers
-	$(WITH_SERVERS) $(BIN)/python -m pytest -q -p no:randomly tests/benchmarks --benchmarks
+	$(WITH_SERVERS) $(BIN)/python -m pytest -q -s tests/benchmarks --benchmarks
 
 clean: ## Remove .venv, var/ and build/cache artefacts
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache build *.egg-info

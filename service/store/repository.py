@@ -190,6 +190,16 @@ class Repository:
             )
         )
 
+    def block_count(self, cable_id: str, start: datetime, end: datetime) -> int:
+        return int(
+            self.session.scalar(
+                select(func.count())
+                .select_from(BlockRow)
+                .where(BlockRow.cable_id == cable_id, BlockRow.start >= start, BlockRow.start < end)
+            )
+            or 0
+        )
+
     def load_book(
         self, cable: Cable, start: datetime, end: datetime, *, usage_since: datetime | None = None
     ) -> CableBook:

@@ -63,7 +63,7 @@ class Quantity(TypeDecorator[Decimal]):
         if value is None:
             return None
         if dialect.name == "sqlite":
-            return Decimal(value).scaleb(-3).quantize(GRID)
+            return Decimal(value).scaleb(-3)  # thousandths: exponent -3 already, on the grid
         return Decimal(value).quantize(GRID)
 
 

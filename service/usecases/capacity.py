@@ -124,7 +124,7 @@ def ensure_horizon(ctx: Context, cable_id: str) -> int:
     with ctx.db.read() as session:
         repo = Repository(session)
         repo.cable(cable_id)
-        if len(repo.block_starts(cable_id, h_start, h_end)) == (h_end - h_start) // BLOCK:
+        if repo.block_count(cable_id, h_start, h_end) == (h_end - h_start) // BLOCK:
             return 0
     with ctx.db.write((cable_id,)) as session:
         repo = Repository(session)
