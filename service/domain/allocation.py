@@ -54,6 +54,11 @@ class Policy:
     usage_lookback: timedelta = timedelta(hours=24)
 
 
+def available_capacity(limit: Decimal, base_load: Decimal, margin: Decimal) -> Decimal:
+    """What a block can hand out: the limit less the base load and the safety margin, at least 0."""
+    return max(ZERO, limit - base_load - margin)
+
+
 @dataclass(frozen=True, slots=True)
 class PendingRequest:
     """The unmet part of a request: the CPO still wants `target` in this block."""
@@ -81,7 +86,7 @@ class BlockState:
 
     @property
     def available(self) -> Decimal:
-        return max(ZERO, self.limit - self.base_load - self.margin)
+        return available_capacity(self.limit, self.base_load, self.margin)
 
     @property
     def unallocated(self) -> Decimal:
@@ -246,6 +251,19 @@ def check_invariants(book: CableBook, starts: Iterable[datetime] | None = None) 
             raise InvariantViolation(
                 f"cable {book.cable.id} block {start.isoformat()}: budgets {block.allocated} would "
                 f"exceed available {block.available}"
+            )
+
+
+def check_blocks_follow_cable(book: CableBook, starts: Iterable[datetime]) -> None:
+    """Raise if a block was decided against another limit or margin than the cable has now:
+    a reallocation missed it, and its budgets may exceed what the cable can carry."""
+    cable = book.cable
+    for start in starts:
+        block = book.blocks[start]
+        if block.limit != cable.limit_at(start) or block.margin != cable.margin:
+            raise InvariantViolation(
+                f"cable {cable.id} block {start.isoformat()} holds limit {block.limit} and margin "
+                f"{block.margin}, but the cable now has {cable.limit_at(start)} and {cable.margin}"
             )
 
 

@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 from service.domain.errors import InvalidInput
 
 BLOCK = timedelta(minutes=15)
+FIRST_YEAR, LAST_YEAR = 1970, 2999  # block arithmetic stays far from datetime's limits
 
 
 def as_utc(moment: datetime, field: str) -> datetime:
@@ -15,7 +16,13 @@ def as_utc(moment: datetime, field: str) -> datetime:
             f"{field} has no UTC offset ({moment.isoformat()}); "
             "send it with an offset, e.g. 2026-03-29T18:00:00+02:00 or ...Z"
         )
-    return moment.astimezone(UTC)
+    try:
+        utc = moment.astimezone(UTC)
+    except OverflowError:
+        utc = None
+    if utc is None or not FIRST_YEAR <= utc.year <= LAST_YEAR:
+        raise InvalidInput(f"{field} {moment.isoformat()} is out of range; use a date in {FIRST_YEAR}-{LAST_YEAR}")
+    return utc
 
 
 def is_aligned(moment: datetime) -> bool:

@@ -3,7 +3,7 @@
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_FLOOR, Decimal, InvalidOperation
 from enum import StrEnum
 
 from service.domain.blocks import aligned
@@ -13,6 +13,21 @@ from service.domain.units import Unit, to_capacity
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
 _USERNAME = re.compile(r"[A-Za-z0-9._@-]{1,64}")
 _URL = re.compile(r"https?://[^\s/?#]+(?:[/?#]\S*)?")
+
+
+def check_text(value: str, field_name: str, max_length: int) -> str:
+    """Printable text a database column can hold: no NUL, no lone surrogates, not too long."""
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidInput(f"{field_name} must not be empty")
+    if len(value) > max_length:
+        raise InvalidInput(f"{field_name} must be at most {max_length} characters, got {len(value)}")
+    if "\x00" in value:
+        raise InvalidInput(f"{field_name} must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInput(f"{field_name} must be valid Unicode text (it contains a lone surrogate)") from None
+    return value
 
 
 def check_id(value: str, field_name: str) -> str:
@@ -29,8 +44,8 @@ def _number(value: object, field_name: str) -> Decimal:
         number = Decimal(str(value))
     except InvalidOperation:
         raise InvalidInput(f"{field_name} must be a number, got {value!r}") from None
-    if not number.is_finite():
-        raise InvalidInput(f"{field_name} must be a finite number, got {value!r}")
+    if not number.is_finite() or abs(number) > 10**9:
+        raise InvalidInput(f"{field_name} must be a finite number of sensible size, got {value!r}")
     return number
 
 
@@ -58,8 +73,9 @@ class LimitOverride:
         object.__setattr__(self, "limit", to_capacity(self.limit, "override.limit"))
         if self.end <= self.start:
             raise InvalidInput("override.end must be after override.start")
-        if not self.reason.strip():
+        if not isinstance(self.reason, str) or not self.reason.strip():
             raise InvalidInput("override.reason must say why (e.g. 'maintenance on joint 4')")
+        check_text(self.reason, "override.reason", 1000)
 
     def covers(self, block_start: datetime) -> bool:
         return self.start <= block_start < self.end
@@ -80,8 +96,7 @@ class Cable:
 
     def __post_init__(self) -> None:
         check_id(self.id, "cable id")
-        if not self.name.strip():
-            raise InvalidInput("cable name must not be empty")
+        check_text(self.name, "cable name", 200)
         try:
             object.__setattr__(self, "unit", Unit(self.unit))
         except ValueError:
@@ -92,11 +107,11 @@ class Cable:
             object.__setattr__(self, name, to_capacity(getattr(self, name), name))
         if isinstance(self.phases, bool) or self.phases not in (1, 2, 3):
             raise InvalidInput(f"phases must be 1, 2 or 3, got {self.phases}")
-        voltage = _number(self.voltage_v, "voltage_v")
+        voltage = _number(self.voltage_v, "voltage_v").quantize(Decimal("0.01"), ROUND_FLOOR)  # as stored
         if voltage <= 0 or voltage > 1000:
             raise InvalidInput(f"voltage_v must be a low-voltage phase voltage such as 230, got {self.voltage_v}")
         object.__setattr__(self, "voltage_v", voltage)
-        share = _number(self.reserve_share, "reserve_share")
+        share = _number(self.reserve_share, "reserve_share").quantize(Decimal("0.0001"), ROUND_FLOOR)  # as stored
         if not Decimal(0) <= share < 1:
             raise InvalidInput(f"reserve_share must be in [0, 1), got {self.reserve_share}")
         object.__setattr__(self, "reserve_share", share)
@@ -117,12 +132,12 @@ class Cpo:
 
     def __post_init__(self) -> None:
         check_id(self.id, "cpo id")
-        if not self.name.strip():
-            raise InvalidInput("cpo name must not be empty")
+        check_text(self.name, "cpo name", 200)
         if not isinstance(self.username, str) or not _USERNAME.fullmatch(self.username):
             raise InvalidInput("username must be 1-64 letters, digits, '.', '_', '@' or '-'")
         if not isinstance(self.endpoint_url, str) or not _URL.fullmatch(self.endpoint_url):
             raise InvalidInput(f"endpoint_url must be an http(s) URL, got {self.endpoint_url!r}")
+        check_text(self.endpoint_url, "endpoint_url", 2000)
         try:
             object.__setattr__(self, "binding", Binding(self.binding))
         except ValueError:

@@ -6,17 +6,22 @@ SQLite: a write transaction starts with BEGIN IMMEDIATE, taking the database's s
 up front, so two processes can never read the same budgets and both decide on them.
 """
 
-from collections.abc import Iterator
+import logging
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, Engine, create_engine, event, select
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, select
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from service.store.tables import CableRow
+from service.domain.errors import Conflict
+from service.store.tables import CableRow, CpoRow
+
+log = logging.getLogger("gridcap.store")
 
 _READ_ONLY = "gridcap_read_only"
 
@@ -24,10 +29,11 @@ _READ_ONLY = "gridcap_read_only"
 def make_engine(url: str) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        engine = create_engine(url, connect_args={"timeout": 60})
+        engine = create_engine(url, connect_args={"timeout": 60}, hide_parameters=True)
         _configure_sqlite(engine)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    # hide_parameters: a failed statement's log line must not carry password hashes
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, hide_parameters=True)
 
 
 def _configure_sqlite(engine: Engine) -> None:
@@ -61,23 +67,34 @@ class Database:
     def create_schema(self) -> None:
         """Bring the schema to the newest migration (creating it in an empty database)."""
         with self.engine.begin() as connection:
-            command.upgrade(_alembic_config(connection), "head")
+            config = _alembic_config(connection)
+            tables = set(inspect(connection).get_table_names())
+            if "cables" in tables and "alembic_version" not in tables:
+                command.stamp(config, "0001")  # made by create_all before migrations existed
+            command.upgrade(config, "head")
 
     def dispose(self) -> None:
         self.engine.dispose()
 
     @contextmanager
-    def write(self, lock_cables: tuple[str, ...] = ()) -> Iterator[Session]:
-        """A transaction that commits on success and rolls back on any exception."""
-        with Session(self.engine, expire_on_commit=False) as session, session.begin():
-            if lock_cables and self.dialect != "sqlite":
-                session.execute(
-                    select(CableRow.id)
-                    .where(CableRow.id.in_(sorted(set(lock_cables))))
-                    .order_by(CableRow.id)
-                    .with_for_update()
-                )
-            yield session
+    def write(self, lock_cables: Iterable[str] = (), lock_cpos: Iterable[str] = ()) -> Iterator[Session]:
+        """A transaction that holds its locks from the start, commits on success and rolls back on
+        any exception. Read the clock inside it: a decision's `now` must not predate its lock."""
+        try:
+            with Session(self.engine, expire_on_commit=False) as session, session.begin():
+                session.connection()  # BEGIN (IMMEDIATE on SQLite) now, not at the first query
+                if self.dialect != "sqlite":
+                    for table, ids in ((CableRow, lock_cables), (CpoRow, lock_cpos)):
+                        if ids := sorted(set(ids)):
+                            session.execute(
+                                select(table.id).where(table.id.in_(ids)).order_by(table.id).with_for_update()
+                            )
+                yield session
+        except IntegrityError:
+            log.warning("write rolled back by a database constraint", exc_info=True)
+            raise Conflict(
+                "the change clashes with one made at the same time (a duplicate id or name?); retry"
+            ) from None
 
     @contextmanager
     def read(self) -> Iterator[Session]:

@@ -3,7 +3,7 @@
 import dataclasses
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -27,6 +27,8 @@ from service.store.tables import (
     SubscriptionRow,
     UsageRow,
 )
+
+_END_OF_TIME = datetime(9999, 1, 1, tzinfo=UTC)
 
 
 class Repository:
@@ -201,9 +203,11 @@ class Repository:
         )
 
     def load_book(
-        self, cable: Cable, start: datetime, end: datetime, *, usage_since: datetime | None = None
+        self, cable: Cable, start: datetime, end: datetime | None, *, usage_since: datetime | None = None
     ) -> CableBook:
-        """The cable's handed-out blocks in [start, end) with budgets and pending requests."""
+        """The cable's handed-out blocks in [start, end) (end None: from start on) with budgets and
+        pending requests."""
+        end = end or _END_OF_TIME
         # Core rather than ORM rows: a horizon of 20 CPOs is thousands of budget rows.
         conn = self.session.connection()
         budgets: dict[datetime, dict[str, Decimal]] = {}

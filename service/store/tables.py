@@ -91,7 +91,7 @@ class LimitOverrideRow(Base):
     __tablename__ = "limit_overrides"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    cable_id: Mapped[str] = mapped_column(ForeignKey("cables.id", ondelete="CASCADE"), index=True)
+    cable_id: Mapped[str] = mapped_column(ForeignKey("cables.id"), index=True)
     start: Mapped[datetime] = mapped_column(UtcDateTime)
     end: Mapped[datetime] = mapped_column(UtcDateTime)
     limit: Mapped[Decimal] = mapped_column(Quantity)
@@ -114,8 +114,8 @@ class CpoRow(Base):
 class SubscriptionRow(Base):
     __tablename__ = "subscriptions"
 
-    cable_id: Mapped[str] = mapped_column(ForeignKey("cables.id", ondelete="CASCADE"), primary_key=True)
-    cpo_id: Mapped[str] = mapped_column(ForeignKey("cpos.id", ondelete="CASCADE"), primary_key=True, index=True)
+    cable_id: Mapped[str] = mapped_column(ForeignKey("cables.id"), primary_key=True)
+    cpo_id: Mapped[str] = mapped_column(ForeignKey("cpos.id"), primary_key=True, index=True)
     weight: Mapped[Decimal] = mapped_column(Quantity)
     guaranteed_minimum: Mapped[Decimal] = mapped_column(Quantity)
 
@@ -125,7 +125,7 @@ class BlockRow(Base):
 
     __tablename__ = "blocks"
 
-    cable_id: Mapped[str] = mapped_column(ForeignKey("cables.id", ondelete="CASCADE"), primary_key=True)
+    cable_id: Mapped[str] = mapped_column(ForeignKey("cables.id"), primary_key=True)
     start: Mapped[datetime] = mapped_column(UtcDateTime, primary_key=True)
     limit: Mapped[Decimal] = mapped_column(Quantity)
     base_load: Mapped[Decimal] = mapped_column(Quantity)

@@ -3,17 +3,20 @@
 REST, OSCP (SOAP and JSON), jobs and the CLI all call these functions; none decides on its own.
 """
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from service.domain.allocation import AdjustStatus, request_capacity
+from service.domain.allocation import AdjustStatus, available_capacity, request_capacity
 from service.domain.blocks import BLOCK, aligned, block_of, block_starts
 from service.domain.errors import InvalidInput, NotSubscribed
 from service.domain.units import ZERO, to_capacity
 from service.store import DecisionRecord, Repository
 from service.usecases.context import Context, commit, open_book, save_hand_out
+
+log = logging.getLogger("gridcap.capacity")
 
 MAX_VIEW_BLOCKS = 96 * 31
 
@@ -56,17 +59,19 @@ def _require_subscription(repo: Repository, cable_id: str, cpo_id: str) -> None:
 
 def request(ctx: Context, cable_id: str, cpo_id: str, blocks: Sequence[BlockQuantity], *, actor: str) -> RequestResult:
     """A CPO asks for a new budget per block: above its budget is a request, below a hand-back."""
-    now = ctx.clock()
     wanted = _blocks(blocks, "blocks", "capacity")
-    h_start, h_end = ctx.horizon(now)
-    for start in wanted:
-        if start < h_start:
-            raise InvalidInput(f"block {start.isoformat()} has already ended; ask only for current or future blocks")
-        if start >= h_end:
-            raise InvalidInput(
-                f"block {start.isoformat()} is beyond the horizon; budgets exist until {h_end.isoformat()}"
-            )
     with ctx.db.write((cable_id,)) as session:
+        now = ctx.clock()  # under the lock
+        h_start, h_end = ctx.horizon(now)
+        for start in wanted:
+            if start < h_start:
+                raise InvalidInput(
+                    f"block {start.isoformat()} has already ended; ask only for current or future blocks"
+                )
+            if start >= h_end:
+                raise InvalidInput(
+                    f"block {start.isoformat()} is beyond the horizon; budgets exist until {h_end.isoformat()}"
+                )
         repo = Repository(session)
         _require_subscription(repo, cable_id, cpo_id)
         cable = repo.cable(cable_id)
@@ -84,12 +89,12 @@ def request(ctx: Context, cable_id: str, cpo_id: str, blocks: Sequence[BlockQuan
 
 def report_usage(ctx: Context, cable_id: str, cpo_id: str, blocks: Sequence[BlockQuantity], *, actor: str) -> int:
     """A CPO reports its measured average load per block; only blocks that have begun."""
-    now = ctx.clock()
     usage = _blocks(blocks, "blocks", "average_usage")
-    for start in usage:
-        if start > now:
-            raise InvalidInput(f"block {start.isoformat()} has not begun; report usage only for measured blocks")
     with ctx.db.write((cable_id,)) as session:
+        now = ctx.clock()  # under the lock
+        for start in usage:
+            if start > now:
+                raise InvalidInput(f"block {start.isoformat()} has not begun; report usage only for measured blocks")
         repo = Repository(session)
         _require_subscription(repo, cable_id, cpo_id)
         repo.save_usage(cable_id, cpo_id, usage, now)
@@ -127,17 +132,33 @@ def ensure_horizon(ctx: Context, cable_id: str) -> int:
         if repo.block_count(cable_id, h_start, h_end) == (h_end - h_start) // BLOCK:
             return 0
     with ctx.db.write((cable_id,)) as session:
+        now = ctx.clock()  # under the lock
+        h_start, _ = ctx.horizon(now)
         repo = Repository(session)
         horizon = open_book(repo, ctx, repo.cable(cable_id), now, start=h_start, end=h_start)
         save_hand_out(repo, horizon, now)
         return len(horizon.new_starts)
 
 
-def roll_horizon(ctx: Context) -> dict[str, int]:
-    """Hand out new blocks on every cable (a periodic job); a cable that fails does not stop others."""
+@dataclass(frozen=True, slots=True)
+class RollResult:
+    handed_out: dict[str, int]  # cable id -> blocks that entered the horizon
+    failed: dict[str, str]  # cable id -> what went wrong
+
+
+def roll_horizon(ctx: Context) -> RollResult:
+    """Hand out new blocks on every cable (a periodic job). A cable that fails does not stop the
+    others; the failures are reported together."""
     with ctx.db.read() as session:
         cable_ids = [c.id for c in Repository(session).cables()]
-    return {cable_id: ensure_horizon(ctx, cable_id) for cable_id in cable_ids}
+    result = RollResult({}, {})
+    for cable_id in cable_ids:
+        try:
+            result.handed_out[cable_id] = ensure_horizon(ctx, cable_id)
+        except Exception as exc:
+            log.exception("handing out new blocks on cable %s failed", cable_id)
+            result.failed[cable_id] = str(exc) or type(exc).__name__
+    return result
 
 
 def capacity(ctx: Context, cable_id: str, start: datetime | None = None, end: datetime | None = None) -> CapacityView:
@@ -169,7 +190,7 @@ def capacity(ctx: Context, cable_id: str, start: datetime | None = None, end: da
         block = book.blocks.get(s)
         if block is None:
             limit, base_load, margin = cable.limit_at(s), loads[s], cable.margin
-            available = max(ZERO, limit - base_load - margin)
+            available = available_capacity(limit, base_load, margin)
             views.append(BlockView(s, s + BLOCK, limit, base_load, margin, available, available, {}, False))
             continue
         views.append(

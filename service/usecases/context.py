@@ -7,7 +7,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import NamedTuple
 
-from service.domain.allocation import BudgetChange, CableBook, Ledger, Policy, check_invariants, hand_out, new_block
+from service.domain.allocation import (
+    BudgetChange,
+    CableBook,
+    Ledger,
+    Policy,
+    check_blocks_follow_cable,
+    check_invariants,
+    hand_out,
+    new_block,
+)
 from service.domain.blocks import BLOCK, block_floor
 from service.domain.model import Cable
 from service.domain.ports import BaseLoadSource, StaticBaseLoad
@@ -46,9 +55,10 @@ class Horizon(NamedTuple):
 
 
 def open_book(
-    repo: Repository, ctx: Context, cable: Cable, now: datetime, *, start: datetime, end: datetime
+    repo: Repository, ctx: Context, cable: Cable, now: datetime, *, start: datetime, end: datetime | None
 ) -> Horizon:
-    """Load the cable's blocks in [start, end) and hand out any horizon block not handed out yet.
+    """Load the cable's blocks in [start, end) (end None: every one from start on) and hand out
+    any horizon block not handed out yet.
 
     Call within a write transaction that holds the cable's lock.
     """
@@ -88,6 +98,7 @@ def save_hand_out(
     book, new_starts, handed = horizon
     starts = sorted({*new_starts, *touched})
     check_invariants(book, starts)
+    check_blocks_follow_cable(book, starts)
     changes: list[BudgetChange] = [*handed.changes, *(ledger.changes if ledger else ())]
     repo.save_book(book, starts, changes)
     if new_starts:

@@ -5,15 +5,16 @@ from functools import cache
 from typing import Any
 
 from service.domain.errors import Conflict, InvalidInput, NotAuthorized
-from service.domain.model import Cpo
+from service.domain.model import Cpo, check_text
 from service.security import hash_password, verify_password
 from service.store import DecisionRecord, Repository
 from service.usecases.context import Context
 
-MIN_PASSWORD_LENGTH = 12
+MIN_PASSWORD_LENGTH, MAX_PASSWORD_LENGTH = 12, 1024
 
 
 def _check_password(password: str) -> str:
+    check_text(password, "password", MAX_PASSWORD_LENGTH)
     if len(password) < MIN_PASSWORD_LENGTH:
         raise InvalidInput(f"password must be at least {MIN_PASSWORD_LENGTH} characters long")
     return hash_password(password)
@@ -30,9 +31,9 @@ def get_cpo(ctx: Context, cpo_id: str) -> Cpo:
 
 
 def create_cpo(ctx: Context, cpo: Cpo, password: str, *, actor: str) -> Cpo:
-    now = ctx.clock()
     password_hash = _check_password(password)
     with ctx.db.write() as session:
+        now = ctx.clock()  # under the lock
         repo = Repository(session)
         if repo.cpo_id_of_username(cpo.username) is not None or repo.cpo_exists(cpo.id):
             raise Conflict(f"a CPO with id {cpo.id!r} or username {cpo.username!r} already exists; pick another")
@@ -43,11 +44,11 @@ def create_cpo(ctx: Context, cpo: Cpo, password: str, *, actor: str) -> Cpo:
 
 
 def update_cpo(ctx: Context, cpo_id: str, changes: dict[str, Any], *, actor: str) -> Cpo:
-    now = ctx.clock()
     changes = dict(changes)
     password = changes.pop("password", None)
     password_hash = _check_password(password) if password is not None else None
     with ctx.db.write() as session:
+        now = ctx.clock()  # under the lock
         repo = Repository(session)
         old = repo.cpo(cpo_id)
         new = dataclasses.replace(old, **changes)
@@ -65,8 +66,8 @@ def update_cpo(ctx: Context, cpo_id: str, changes: dict[str, Any], *, actor: str
 
 
 def delete_cpo(ctx: Context, cpo_id: str, *, actor: str) -> None:
-    now = ctx.clock()
-    with ctx.db.write() as session:
+    with ctx.db.write(lock_cpos=(cpo_id,)) as session:  # subscribe takes this lock too
+        now = ctx.clock()  # under the lock
         repo = Repository(session)
         repo.cpo(cpo_id)
         cables = repo.cables_of_cpo(cpo_id)

@@ -1,20 +1,18 @@
 """Use cases of DSO engineers: cables, their limits and overrides, and which CPO is on which cable.
 
-Every change that moves capacity reallocates the cable's horizon in the same transaction, so the
-new limit and the budgets that respect it are committed together.
+Every change that moves capacity reallocates every handed-out block from the current one on, in
+the same transaction, so the new limit and the budgets that respect it are committed together.
 """
 
 import dataclasses
 from typing import Any
 
-from service.domain.allocation import new_block, reallocate, resubscribe
+from service.domain.allocation import available_capacity, new_block, reallocate, resubscribe
 from service.domain.errors import Conflict, NotFound
 from service.domain.model import Cable, LimitOverride, Subscription
 from service.domain.units import ZERO
 from service.store import DecisionRecord, Repository
 from service.usecases.context import Context, commit, open_book
-
-CAPACITY_FIELDS = ("rated_limit", "margin", "base_load", "reserve_share")
 
 
 def list_cables(ctx: Context) -> list[Cable]:
@@ -28,8 +26,8 @@ def get_cable(ctx: Context, cable_id: str) -> Cable:
 
 
 def create_cable(ctx: Context, cable: Cable, *, actor: str) -> Cable:
-    now = ctx.clock()
     with ctx.db.write() as session:
+        now = ctx.clock()  # under the lock
         repo = Repository(session)
         if repo.cable_exists(cable.id):
             raise Conflict(f"cable {cable.id!r} already exists; update it instead of creating it again")
@@ -46,8 +44,8 @@ def create_cable(ctx: Context, cable: Cable, *, actor: str) -> Cable:
 
 def update_cable(ctx: Context, cable_id: str, changes: dict[str, Any], *, actor: str) -> Cable:
     """Change a cable's properties; capacity changes reallocate its horizon at once."""
-    now = ctx.clock()
     with ctx.db.write((cable_id,)) as session:
+        now = ctx.clock()  # under the lock
         repo = Repository(session)
         old = repo.cable(cable_id)
         new = dataclasses.replace(old, **changes)  # validates
@@ -56,20 +54,22 @@ def update_cable(ctx: Context, cable_id: str, changes: dict[str, Any], *, actor:
                 f"cable {cable_id} has budgets in {old.unit}; its unit cannot change. "
                 "Create a new cable in the other unit instead"
             )
+        if new == old:
+            return old  # nothing to decide, nothing to audit
         repo.save_cable(new, now)
         described = ", ".join(
             f"{name} {getattr(old, name)} -> {getattr(new, name)}"
             for name in changes
             if getattr(old, name) != getattr(new, name)
         )
-        message = f"cable {cable_id} updated: {described or 'no change'}"
+        message = f"cable {cable_id} updated: {described}"
         _reallocate(repo, ctx, new, DecisionRecord(now, actor, "cable_updated", message, cable_id=cable_id))
         return new
 
 
 def delete_cable(ctx: Context, cable_id: str, *, actor: str) -> None:
-    now = ctx.clock()
     with ctx.db.write((cable_id,)) as session:
+        now = ctx.clock()  # under the lock
         repo = Repository(session)
         repo.cable(cable_id)
         subscribers = sorted(repo.subscriptions(cable_id))
@@ -82,8 +82,8 @@ def delete_cable(ctx: Context, cable_id: str, *, actor: str) -> None:
 
 
 def add_override(ctx: Context, cable_id: str, override: LimitOverride, *, actor: str) -> LimitOverride:
-    now = ctx.clock()
     with ctx.db.write((cable_id,)) as session:
+        now = ctx.clock()  # under the lock
         repo = Repository(session)
         repo.cable(cable_id)
         saved = repo.add_override(cable_id, override)
@@ -98,8 +98,8 @@ def add_override(ctx: Context, cable_id: str, override: LimitOverride, *, actor:
 
 
 def remove_override(ctx: Context, cable_id: str, override_id: int, *, actor: str) -> None:
-    now = ctx.clock()
     with ctx.db.write((cable_id,)) as session:
+        now = ctx.clock()  # under the lock
         repo = Repository(session)
         repo.cable(cable_id)
         if not repo.delete_override(cable_id, override_id):
@@ -110,10 +110,11 @@ def remove_override(ctx: Context, cable_id: str, override_id: int, *, actor: str
 
 
 def _reallocate(repo: Repository, ctx: Context, cable: Cable, decision: DecisionRecord) -> None:
-    """Recompute every horizon block from the cable as it is now and move budgets to fit."""
+    """Recompute every block from the current one on from the cable as it is now, and move
+    budgets to fit. Every stored block, not just the horizon: a block another writer handed out
+    (or a longer horizon did) must not keep an old limit."""
     now = decision.at
-    h_start, h_end = ctx.horizon(now)
-    horizon = open_book(repo, ctx, cable, now, start=h_start, end=h_end)
+    horizon = open_book(repo, ctx, cable, now, start=ctx.horizon(now)[0], end=None)
     book = horizon.book
     old_starts = sorted(set(book.blocks) - set(horizon.new_starts))
     loads = ctx.base_loads.base_load(cable, old_starts)
@@ -147,7 +148,7 @@ def _subscription(subs: dict[str, Subscription], cable_id: str, cpo_id: str) -> 
 
 def subscribe(ctx: Context, sub: Subscription, *, actor: str) -> Subscription:
     """Subscribe a CPO to a cable and re-share the cable's budgets."""
-    with ctx.db.write((sub.cable_id,)) as session:
+    with ctx.db.write((sub.cable_id,), lock_cpos=(sub.cpo_id,)) as session:
         repo = Repository(session)
         repo.cpo(sub.cpo_id)
         if sub.cpo_id in repo.subscriptions(repo.cable(sub.cable_id).id):
@@ -163,19 +164,21 @@ def update_subscription(
     ctx: Context, cable_id: str, cpo_id: str, changes: dict[str, Any], *, actor: str
 ) -> Subscription:
     """Change a subscription's weight or minimum; read and written under the cable's lock."""
-    with ctx.db.write((cable_id,)) as session:
+    with ctx.db.write((cable_id,), lock_cpos=(cpo_id,)) as session:
         repo = Repository(session)
         repo.cable(cable_id)
         old = _subscription(repo.subscriptions(cable_id), cable_id, cpo_id)
         new = dataclasses.replace(old, **changes)  # validates
-        _save_subscription(repo, ctx, new, actor=actor, verb="changed")
+        if new != old:  # re-sharing for nothing would take back granted requests
+            _save_subscription(repo, ctx, new, actor=actor, verb="changed")
     return new
 
 
 def _save_subscription(repo: Repository, ctx: Context, sub: Subscription, *, actor: str, verb: str) -> None:
     now = ctx.clock()
     cable = repo.cable(sub.cable_id)
-    _check_minimums(cable, {**repo.subscriptions(cable.id), sub.cpo_id: sub})
+    subs = repo.subscriptions(cable.id)
+    _check_minimums(cable, before=subs, after={**subs, sub.cpo_id: sub})
     repo.save_subscription(sub)
     message = (
         f"subscription of {sub.cpo_id} to cable {sub.cable_id} {verb}: weight {sub.weight}, "
@@ -186,8 +189,8 @@ def _save_subscription(repo: Repository, ctx: Context, sub: Subscription, *, act
 
 
 def unsubscribe(ctx: Context, cable_id: str, cpo_id: str, *, actor: str) -> None:
-    now = ctx.clock()
-    with ctx.db.write((cable_id,)) as session:
+    with ctx.db.write((cable_id,), lock_cpos=(cpo_id,)) as session:
+        now = ctx.clock()  # under the lock
         repo = Repository(session)
         cable = repo.cable(cable_id)
         if cpo_id not in repo.subscriptions(cable_id):
@@ -199,11 +202,12 @@ def unsubscribe(ctx: Context, cable_id: str, cpo_id: str, *, actor: str) -> None
         repo.delete_budgets_of(cable_id, cpo_id, since=ctx.horizon(now)[0])
 
 
-def _check_minimums(cable: Cable, subs: dict[str, Subscription]) -> None:
-    """Guarantees must fit the cable at its rated limit, or they guarantee nothing."""
-    total = sum((s.guaranteed_minimum for s in subs.values()), ZERO)
-    ceiling = max(ZERO, cable.rated_limit - cable.margin - cable.base_load)
-    if total > ceiling:
+def _check_minimums(cable: Cable, *, before: dict[str, Subscription], after: dict[str, Subscription]) -> None:
+    """Guarantees must fit the cable at its rated limit, or they guarantee nothing. A change that
+    does not raise their total is always allowed, so a cable whose limit fell can still be fixed."""
+    total = sum((s.guaranteed_minimum for s in after.values()), ZERO)
+    ceiling = available_capacity(cable.rated_limit, cable.base_load, cable.margin)
+    if total > ceiling and total > sum((s.guaranteed_minimum for s in before.values()), ZERO):
         raise Conflict(
             f"guaranteed minimums on cable {cable.id} would total {total} {cable.unit}, but the cable offers "
             f"at most {ceiling} (rated limit - margin - base load); lower the minimums"
@@ -212,7 +216,6 @@ def _check_minimums(cable: Cable, subs: dict[str, Subscription]) -> None:
 
 def _resubscribe(repo: Repository, ctx: Context, cable: Cable, decision: DecisionRecord) -> None:
     now = decision.at
-    h_start, h_end = ctx.horizon(now)
-    horizon = open_book(repo, ctx, cable, now, start=h_start, end=h_end)
+    horizon = open_book(repo, ctx, cable, now, start=ctx.horizon(now)[0], end=None)
     ledger = resubscribe(horizon.book, now=now, policy=ctx.policy)
     commit(repo, horizon, decision, ledger, touched=list(horizon.book.blocks))

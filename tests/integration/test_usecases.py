@@ -105,6 +105,10 @@ def unchanged(ctx: Context, cable_id: str = "c1") -> Iterator[None]:
 
 @pytest.fixture
 def c1(ctx: Context) -> Context:
+    return standard_grid(ctx)
+
+
+def standard_grid(ctx: Context) -> Context:
     """The standard cable with a and b subscribed."""
     grid.create_cable(ctx, make_cable(), actor="engineer")
     for cpo_id, weight, minimum in (("a", 1, 10), ("b", 2, 5)):

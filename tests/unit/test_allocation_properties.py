@@ -40,14 +40,6 @@ Q = timedelta(minutes=15)
 T0 = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 CPO_POOL = [f"cpo{i}" for i in range(8)]
 
-# Known bug (see test_allocation_rules.py::TestResubscribe::test_cut_below_minimum_is_labelled_minimums_infeasible):
-# with infeasible minimums, `resubscribe` cuts far blocks below a minimum under REALLOCATED_DOWN
-# instead of MINIMUMS_INFEASIBLE. Set to False once fixed so the property checks the label again.
-KNOWN_BUG_RESUBSCRIBE_LABEL = False
-# Known bug (see test_allocation_rules.py::TestPendingBookkeeping): a pending request that
-# `resubscribe` or `reallocate` satisfies by other means (REALLOCATED_UP) stays pending when no
-# capacity is left over. Set to False once fixed so "pending means unmet" is checked again.
-KNOWN_BUG_STALE_PENDING = False
 
 Budgets = dict[datetime, dict[str, Decimal]]
 Pendings = dict[datetime, dict[str, PendingRequest]]
@@ -141,7 +133,6 @@ class AllocationMachine(RuleBasedStateMachine):
         for change in ledger.changes:
             event(f"change: {change.reason}")
             assert isinstance(change.reason, Reason), change
-            assert change.reason in set(Reason), change
             assert change.new != change.old, f"no-op change recorded: {change}"
             assert change.new >= 0, change
             assert on_grid(change.new), change
@@ -169,10 +160,10 @@ class AllocationMachine(RuleBasedStateMachine):
         if change.reason is Reason.MINIMUMS_INFEASIBLE:
             assert alerted(ledger, change.block_start), f"MINIMUMS_INFEASIBLE without an alert: {change}"
 
-    def _check_not_below_minimum(self, change: BudgetChange, *, excused: bool = False) -> None:
+    def _check_not_below_minimum(self, change: BudgetChange) -> None:
         if change.reason is Reason.REALLOCATED_DOWN:
             floor = min(change.old, self.book.minimum(change.cpo_id))
-            assert change.new >= floor or excused, f"REALLOCATED_DOWN below the minimum: {change}"
+            assert change.new >= floor, f"REALLOCATED_DOWN below the minimum: {change}"
 
     # ------------------------------------------------------------------------------------------
     # rules
@@ -392,8 +383,7 @@ class AllocationMachine(RuleBasedStateMachine):
             if change.new < change.old:
                 assert change.block_start >= notice_from, f"cut a remaining CPO inside the notice: {change}"
             self._check_reallocation_change(change, ledger, pending_before)
-            excused = KNOWN_BUG_RESUBSCRIBE_LABEL and alerted(ledger, change.block_start)
-            self._check_not_below_minimum(change, excused=excused)
+            self._check_not_below_minimum(change)
 
         total_min = sum((s.guaranteed_minimum for s in subs.values()), ZERO)
         for start, block in book.blocks.items():
@@ -451,7 +441,7 @@ class AllocationMachine(RuleBasedStateMachine):
             for cpo, pending in block.pending.items():
                 assert pending.cpo_id == cpo, pending
                 assert pending.block_start == start, pending
-                assert pending.target > block.budgets.get(cpo, ZERO) or KNOWN_BUG_STALE_PENDING, pending
+                assert pending.target > block.budgets.get(cpo, ZERO), pending
         check_invariants(self.book)
 
 

@@ -97,7 +97,7 @@ def upgrade() -> None:
         sa.Column("limit", service.store.tables.Quantity(precision=14, scale=3), nullable=False),
         sa.Column("base_load", service.store.tables.Quantity(precision=14, scale=3), nullable=False),
         sa.Column("margin", service.store.tables.Quantity(precision=14, scale=3), nullable=False),
-        sa.ForeignKeyConstraint(["cable_id"], ["cables.id"], ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(["cable_id"], ["cables.id"]),
         sa.PrimaryKeyConstraint("cable_id", "start"),
     )
     op.create_table(
@@ -130,7 +130,7 @@ def upgrade() -> None:
         sa.Column("end", service.store.tables.UtcDateTime(timezone=True), nullable=False),
         sa.Column("limit", service.store.tables.Quantity(precision=14, scale=3), nullable=False),
         sa.Column("reason", sa.Text(), nullable=False),
-        sa.ForeignKeyConstraint(["cable_id"], ["cables.id"], ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(["cable_id"], ["cables.id"]),
         sa.PrimaryKeyConstraint("id"),
     )
     with op.batch_alter_table("limit_overrides", schema=None) as batch_op:
@@ -142,8 +142,8 @@ def upgrade() -> None:
         sa.Column("cpo_id", sa.String(length=64), nullable=False),
         sa.Column("weight", service.store.tables.Quantity(precision=14, scale=3), nullable=False),
         sa.Column("guaranteed_minimum", service.store.tables.Quantity(precision=14, scale=3), nullable=False),
-        sa.ForeignKeyConstraint(["cable_id"], ["cables.id"], ondelete="CASCADE"),
-        sa.ForeignKeyConstraint(["cpo_id"], ["cpos.id"], ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(["cable_id"], ["cables.id"]),
+        sa.ForeignKeyConstraint(["cpo_id"], ["cpos.id"]),
         sa.PrimaryKeyConstraint("cable_id", "cpo_id"),
     )
     with op.batch_alter_table("subscriptions", schema=None) as batch_op:
