@@ -16,7 +16,7 @@ import secrets
 import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from types import FrameType
@@ -27,11 +27,11 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from service import demo
-from service.domain.blocks import BLOCK, block_starts
+from service.domain.blocks import BLOCK, FIRST_YEAR, LAST_YEAR, block_starts
 from service.domain.errors import GridcapError, InvariantViolation
 from service.domain.model import Binding, Cable, Cpo, LimitOverride, Subscription
 from service.domain.units import Unit
-from service.settings import ConfigError, Settings, load_settings
+from service.settings import ConfigError, Settings, load_settings, read_token_file
 from service.usecases import Context, audit, build_context, capacity, cpos, grid
 
 log = logging.getLogger("gridcap.cli")
@@ -66,6 +66,15 @@ def _aware_datetime(text: str) -> datetime:
         raise argparse.ArgumentTypeError(
             f"{text!r} has no UTC offset, so its meaning would depend on this machine's time zone; "
             "add one, e.g. 2026-03-29T18:00+02:00 or 2026-03-29T16:00Z"
+        )
+    try:
+        year = moment.astimezone(UTC).year
+    except OverflowError:  # e.g. 9999-12-31T23:45-01:00 is in the year 10000 in UTC
+        year = None
+    if year is None or not FIRST_YEAR <= year <= LAST_YEAR:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is outside the years {FIRST_YEAR} to {LAST_YEAR} (UTC) that gridcap handles; "
+            "give a date-time within them"
         )
     return moment
 
@@ -214,6 +223,17 @@ def _display_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
+def _shown_token(settings: Settings, token: str) -> str:
+    """The token itself if init-db wrote it to its file (a local set-up); else where it came from."""
+    if not settings.admin_token:
+        return f"{token}  (send as: Authorization: Bearer <token>)"
+    if "GRIDCAP_ADMIN_TOKEN" in os.environ:
+        source = "GRIDCAP_ADMIN_TOKEN"
+    else:
+        source = f"admin_token in {os.environ.get('GRIDCAP_CONFIG', 'the config file')}"
+    return f"(from {source}; not shown)"
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     settings = load_settings()
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
@@ -242,11 +262,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
             ("  Swagger UI", f"{base}/api/v1/docs"),
             ("  OpenAPI", f"{base}/api/v1/openapi.json"),
             ("  Health", f"{base}/api/v1/health"),
-            ("  Admin token", f"{token}  (send as: Authorization: Bearer <token>)"),
+            ("  Admin token", _shown_token(settings, token)),
         ]
     )
     creds_file = demo.credentials_path(settings.database_url, settings.admin_token_file)
-    creds = demo.read_credentials(creds_file, settings.database_url)
+    # Secrets go to the terminal only for a local set-up, whose token init-db wrote to a file; a
+    # deployment that configures its token keeps them out of its logs (journald, container logs).
+    creds = [] if settings.admin_token else demo.read_credentials(creds_file, settings.database_url)
     if creds:
         print(f"Demo CPO credentials (from {creds_file}):")
         _table(
@@ -285,7 +307,7 @@ def _admin_token_step(settings: Settings) -> Callable[[], str]:
         return lambda: "admin token: set by GRIDCAP_ADMIN_TOKEN (or the config file); no file written"
     path = Path(settings.admin_token_file)
     if path.exists():
-        if len(path.read_text().strip()) < 16:
+        if len(read_token_file(path)) < 16:
             raise ConfigError(
                 f"{path} exists but holds no admin token of at least 16 characters; "
                 "delete it and run `gridcap init-db` again to get a new one"
@@ -651,8 +673,18 @@ def cmd_capacity(args: argparse.Namespace) -> int:
 
 
 def cmd_request(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    # Only blocks of the horizon can be asked for: check the span before building a block for each
+    # quarter hour of it (a range of centuries would take minutes and gigabytes to refuse).
+    span = (args.end - args.start) // BLOCK
+    most = settings.horizon_hours * (timedelta(hours=1) // BLOCK)
+    if span > most:
+        raise UsageError(
+            f"--start {args.start.isoformat()} to --end {args.end.isoformat()} spans {span} blocks; a request "
+            f"covers at most the {settings.horizon_hours}-hour horizon ({most} blocks); ask for a shorter range"
+        )
     blocks = [capacity.BlockQuantity(s, s + BLOCK, args.capacity) for s in block_starts(args.start, args.end)]
-    with _opened(load_settings()) as ctx:
+    with _opened(settings) as ctx:
         result = capacity.request(ctx, args.cable, args.cpo, blocks, actor=_actor())
     if args.json:
         _print_json(
@@ -725,11 +757,21 @@ def cmd_horizon_roll(args: argparse.Namespace) -> int:
     with _opened(load_settings()) as ctx:
         rolled = capacity.roll_horizon(ctx)
     if args.json:
-        _print_json(rolled)
-    elif not rolled:
+        _print_json({"handed_out": rolled.handed_out, "failed": rolled.failed})
+    elif not rolled.handed_out and not rolled.failed:
         print("no cables; nothing to hand out")
     else:
-        _table(["CABLE", "NEW BLOCKS HANDED OUT"], [[cable, str(n)] for cable, n in rolled.items()])
+        results = {cable: str(n) for cable, n in rolled.handed_out.items()}
+        results |= {cable: f"failed: {message}" for cable, message in rolled.failed.items()}
+        _table(["CABLE", "NEW BLOCKS HANDED OUT"], [[cable, results[cable]] for cable in sorted(results)])
+    if rolled.failed:
+        total = len(rolled.handed_out) + len(rolled.failed)
+        failures = ", ".join(f"{cable} ({message})" for cable, message in sorted(rolled.failed.items()))
+        return _error(
+            f"new blocks were not handed out on {len(rolled.failed)} of {total} cables: {failures}; "
+            "the other cables were rolled. Fix the cause and run `gridcap horizon roll` again",
+            EXIT_FAILURE,
+        )
     return 0
 
 
@@ -909,7 +951,10 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     b = _Commands()
 
-    help_ = "serve the REST API (waitress); prints its URLs, the admin token and demo credentials"
+    help_ = (
+        "serve the REST API (waitress); prints its URLs, and the admin token and demo credentials "
+        "if the token is the one init-db wrote to its file"
+    )
     p = b.command(commands, "serve", cmd_serve, help_)
     p.add_argument("--host", help="address to listen on (default: setting host, 127.0.0.1)")
     p.add_argument("--port", type=_int_between(1, 65535), help="port (default: GRIDCAP_PORT or 8080)")
@@ -937,6 +982,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = bool(getattr(args, "debug", False))
     if debug:
         logging.basicConfig(level=logging.DEBUG, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if debug or handler is cmd_serve:  # serve logs as its settings say (create_app)
+        return _run(handler, args, debug=debug)
+    with _warnings_without_tracebacks():
+        return _run(handler, args, debug=debug)
+
+
+class _OneLine(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        hint = " (run with --debug for the traceback)" if record.exc_info else ""
+        return f"{PROG}: {record.levelname.lower()} in {record.name}: {record.getMessage()}{hint}"
+
+
+@contextlib.contextmanager
+def _warnings_without_tracebacks() -> Iterator[None]:
+    """Warnings the use cases log reach stderr as one line each; their tracebacks only with --debug."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(_OneLine())
+    logger = logging.getLogger("gridcap")
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+
+
+def _run(handler: Handler, args: argparse.Namespace, *, debug: bool) -> int:
     try:
         return handler(args)
     except KeyboardInterrupt:

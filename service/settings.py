@@ -45,7 +45,7 @@ class Settings:
 
     def resolved_admin_token(self) -> str:
         """The admin token from the setting, else from its file; refuse to run without one."""
-        token = self.admin_token or _read_token(Path(self.admin_token_file))
+        token = self.admin_token or read_token_file(Path(self.admin_token_file))
         if len(token) < 16:
             raise ConfigError(
                 "no admin token: set GRIDCAP_ADMIN_TOKEN (at least 16 characters) or run `gridcap init-db`, "
@@ -54,11 +54,21 @@ class Settings:
         return token
 
 
-def _read_token(path: Path) -> str:
+def read_token_file(path: Path) -> str:
     try:
-        return path.read_text().strip()
+        return path.read_text(encoding="utf-8").strip()
     except FileNotFoundError:
         return ""
+    except UnicodeDecodeError:
+        raise ConfigError(
+            f"setting admin_token_file (GRIDCAP_ADMIN_TOKEN_FILE): {path} is not UTF-8 text, so it holds no token; "
+            "delete it and run `gridcap init-db` to write a new one"
+        ) from None
+    except OSError as exc:  # a directory, no permission, ...
+        raise ConfigError(
+            f"setting admin_token_file (GRIDCAP_ADMIN_TOKEN_FILE) {path} cannot be read "
+            f"({exc.strerror or exc}); point it at the token file `gridcap init-db` writes"
+        ) from None
 
 
 _CHECKS: dict[str, tuple[object, object]] = {
@@ -76,12 +86,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     values: dict[str, Any] = {}
     config_path = env.get("GRIDCAP_CONFIG")
     if config_path:
-        try:
-            values.update(tomllib.loads(Path(config_path).read_text()))
-        except FileNotFoundError:
-            raise ConfigError(f"GRIDCAP_CONFIG names {config_path}, which does not exist") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{config_path} is not valid TOML: {exc}") from None
+        values.update(_read_config(config_path))
     known = {f.name: f for f in fields(Settings)}
     unknown = sorted(set(values) - set(known))
     if unknown:
@@ -100,6 +105,28 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     return settings
 
 
+def _read_config(config_path: str) -> dict[str, Any]:
+    try:
+        return tomllib.loads(Path(config_path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"GRIDCAP_CONFIG names {config_path}, which does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(
+            f"GRIDCAP_CONFIG names {config_path}, which is a directory; name a file, e.g. /etc/gridcap/gridcap.toml"
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{config_path} is not UTF-8 text (byte {exc.start} cannot be decoded); TOML files are UTF-8, "
+            "so save it as UTF-8"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(
+            f"GRIDCAP_CONFIG names {config_path}, which cannot be read ({exc.strerror or exc}); check its permissions"
+        ) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{config_path} is not valid TOML: {exc}") from None
+
+
 def _convert(name: str, kind: object, raw: object) -> object:
     where = f"setting {name} (GRIDCAP_{name.upper()})"
     if kind in (int, "int"):
@@ -113,9 +140,12 @@ def _convert(name: str, kind: object, raw: object) -> object:
         return value
     if kind in (Decimal, "Decimal"):
         try:
-            return Decimal(str(raw))
+            number = Decimal(str(raw))
         except InvalidOperation:
             raise ConfigError(f"{where} must be a number, got {raw!r}") from None
+        if not number.is_finite():
+            raise ConfigError(f"{where} must be a finite number such as 0.2, got {raw!r}")
+        return number
     if not isinstance(raw, str):
         raise ConfigError(f"{where} must be a string, got {raw!r}")
     return raw

@@ -40,6 +40,18 @@ def _guard(admin_token: str) -> Callable[[], Response | None]:
                 f"the body must be JSON: send it with 'Content-Type: application/json' "
                 f"(got {request.mimetype or 'no content type'!r})",
             )
-        return None
+        return _unstorable_path_part()
 
     return guard
+
+
+def _unstorable_path_part() -> Response | None:
+    """A 404 for ids in the path that no record can have: a NUL (%00), which PostgreSQL cannot even look up."""
+    for name, value in (request.view_args or {}).items():
+        if isinstance(value, str) and "\x00" in value:
+            return error_response(
+                404,
+                f"{name} in the path contains a NUL character (%00), so no record has it; "
+                "ids are 1-64 letters, digits, '.', '_', ':' or '-'",
+            )
+    return None

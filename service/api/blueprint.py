@@ -4,6 +4,8 @@ flask-smorest ships no type hints; the thin overrides below give mypy typed deco
 views stay fully typed.
 """
 
+import json
+import sys
 from collections.abc import Callable, Mapping
 from typing import Any, NoReturn, TypeVar, cast
 
@@ -71,8 +73,23 @@ class Parser(FlaskParser):
         messages = error.messages if isinstance(error.messages, dict) else {"json": error.messages}
         abort(error_status_code or 422, message=describe(messages), errors=messages, headers=error_headers)
 
+    def _raw_load_json(self, req: flask.Request) -> Any:
+        try:
+            return super()._raw_load_json(req)
+        except json.JSONDecodeError:
+            raise  # webargs reads an empty body as missing and passes the rest to the hook below
+        except RecursionError:  # e.g. "[" * 50000
+            _invalid_json("it is nested too deeply")
+        except ValueError as exc:  # json.loads' own limit on integer literals
+            limit = sys.get_int_max_str_digits()
+            _invalid_json(f"a number has more than {limit} digits" if "digits" in str(exc) else str(exc))
+
     def _handle_invalid_json_error(self, error: Exception, req: flask.Request, *args: Any, **kwargs: Any) -> NoReturn:
-        abort(400, message=f"the request body is not valid JSON ({error}); send one JSON object")
+        _invalid_json(str(error))
+
+
+def _invalid_json(problem: str) -> NoReturn:
+    abort(400, message=f"the request body is not valid JSON ({problem}); send one JSON object")
 
 
 class Blueprint(flask_smorest.Blueprint):  # type: ignore[misc]  # untyped library

@@ -13,8 +13,11 @@ from service.api.schemas import (
     SubscriptionPatchSchema,
     SubscriptionSchema,
 )
+from service.domain.errors import NotFound
 from service.domain.model import Cable, LimitOverride, Subscription
 from service.usecases import Context, grid
+
+MAX_OVERRIDE_ID = 2**31 - 1  # the id column is a 32-bit integer
 
 
 def blueprint(ctx: Context) -> Blueprint:
@@ -54,7 +57,9 @@ def blueprint(ctx: Context) -> Blueprint:
     def update_cable(body: dict[str, Any], cable_id: str) -> Cable:
         """Change a cable
 
-        Capacity changes (limit, margin, base load, reserve) reallocate its horizon at once.
+        Changes to rated_limit, margin or base_load reallocate its budgets at once, from the current
+        block on. A new reserve_share applies to blocks handed out afterwards and to later top-ups;
+        budgets already handed out stay.
         """
         return grid.update_cable(ctx, cable_id, body, actor=ACTOR)
 
@@ -87,6 +92,12 @@ def blueprint(ctx: Context) -> Blueprint:
     @blp.response(204)
     def remove_override(cable_id: str, override_id: int) -> Response:
         """Remove a limit override"""
+        if not 1 <= override_id <= MAX_OVERRIDE_ID:  # no such id can exist; the database could not even look
+            grid.get_cable(ctx, cable_id)  # an unknown cable is reported as such
+            raise NotFound(
+                f"cable {cable_id} has no limit override {override_id}; override ids run from 1 to "
+                f"{MAX_OVERRIDE_ID} (list them with GET /api/v1/cables/{cable_id}/overrides)"
+            )
         grid.remove_override(ctx, cable_id, override_id, actor=ACTOR)
         return Response(status=204)
 

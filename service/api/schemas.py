@@ -14,11 +14,16 @@ from typing import Any
 import marshmallow as ma
 from marshmallow import fields, validate
 
+from service.domain.blocks import FIRST_YEAR, LAST_YEAR
 from service.domain.model import Binding
-from service.domain.units import Unit
+from service.domain.units import MAX_QUANTITY, Unit
+from service.usecases.cpos import MAX_PASSWORD_LENGTH
 
-# Far above any low-voltage cable, far below what the database columns hold.
-MAX_QUANTITY = Decimal(1_000_000_000)
+# The longest texts the database columns hold, in characters.
+MAX_NAME = 200
+MAX_USERNAME = 64
+MAX_ENDPOINT_URL = 2000
+MAX_REASON = 1000
 
 _SPACE_FOR_PLUS = re.compile(r"^(\S+T[0-9:.]+) ([0-9]{2}:?[0-9]{2})$")
 
@@ -37,6 +42,9 @@ class Moment(fields.AwareDateTime):
             "has no UTC offset, so its meaning would depend on a server's time zone; "
             "add one, e.g. 2026-03-29T18:00:00+02:00 or 2026-03-29T16:00:00Z"
         ),
+        "out_of_range": (
+            "is {value}, outside the years {first} to {last} (UTC) that gridcap handles; send a date-time within them"
+        ),
     }
 
     def __init__(self, **kwargs: Any) -> None:
@@ -47,7 +55,14 @@ class Moment(fields.AwareDateTime):
         if isinstance(value, str):
             # An unencoded '+' in a query string arrives as a space: 2026-03-29T18:00:00 02:00.
             value = _SPACE_FOR_PLUS.sub(r"\1+\2", value.strip())
-        return super()._deserialize(value, attr, data, **kwargs)
+        moment = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            year = moment.astimezone(UTC).year
+        except OverflowError:  # e.g. 9999-12-31T23:45:00-01:00 is in the year 10000 in UTC
+            year = None
+        if year is None or not FIRST_YEAR <= year <= LAST_YEAR:
+            raise self.make_error("out_of_range", value=moment.isoformat(), first=FIRST_YEAR, last=LAST_YEAR)
+        return moment
 
     def _serialize(self, value: datetime | None, attr: str | None, obj: Any, **kwargs: Any) -> str | None:
         return None if value is None else utc_iso(value)
@@ -84,8 +99,29 @@ class Strict(ma.Schema):
         }
 
 
+def storable(text: str) -> None:
+    """Refuse text no database column can store: NUL characters and lone UTF-16 surrogates."""
+    if "\x00" in text:
+        raise ma.ValidationError("contains a NUL character (\\u0000), which cannot be stored; remove it")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ma.ValidationError(
+            f"contains a lone UTF-16 surrogate (\\u{ord(text[exc.start]):04x}) at position {exc.start}, "
+            "which is not a character; send valid Unicode (a surrogate needs its pair)"
+        ) from None
+
+
+def text(max_length: int | None = None, **kwargs: Any) -> fields.String:
+    """A string that fits its database column: at most `max_length` characters, storable."""
+    checks: list[Any] = [storable]
+    if max_length is not None:
+        checks.insert(0, validate.Length(max=max_length, error="must be at most {max} characters long"))
+    return fields.String(validate=checks, **kwargs)
+
+
 def _id(description: str) -> fields.String:
-    return fields.String(required=True, metadata={"description": description, "example": "ls-kerkstraat-3"})
+    return text(required=True, metadata={"description": description, "example": "ls-kerkstraat-3"})
 
 
 # --- cables and overrides -----------------------------------------------------------------------
@@ -96,12 +132,12 @@ class OverrideSchema(Strict):
     start = Moment(required=True, metadata={"description": "first block of the override (on a quarter hour)"})
     end = Moment(required=True, metadata={"description": "end of the last block (exclusive)"})
     limit = Number(required=True, metadata={"description": "the limit in this window, in the cable's unit"})
-    reason = fields.String(required=True, metadata={"example": "maintenance on joint 4"})
+    reason = text(MAX_REASON, required=True, metadata={"example": "maintenance on joint 4"})
 
 
 class CableSchema(Strict):
     id = _id("1-64 letters, digits, '.', '_', ':' or '-'")
-    name = fields.String(required=True)
+    name = text(MAX_NAME, required=True)
     unit = fields.String(
         required=True,
         validate=validate.OneOf([u.value for u in Unit]),
@@ -119,7 +155,7 @@ class CableSchema(Strict):
 class CablePatchSchema(Strict):
     """The fields to change; the rest stay. Changing `unit` is refused (409)."""
 
-    name = fields.String()
+    name = text(MAX_NAME)
     unit = fields.String(validate=validate.OneOf([u.value for u in Unit]))
     rated_limit = Number()
     phases = fields.Integer(strict=True)
@@ -134,22 +170,25 @@ class CablePatchSchema(Strict):
 
 class CpoSchema(Strict):
     id = _id("1-64 letters, digits, '.', '_', ':' or '-'")
-    name = fields.String(required=True)
-    username = fields.String(required=True, metadata={"description": "the CPO's login for OSCP"})
-    password = fields.String(
-        required=True, load_only=True, metadata={"description": "at least 12 characters; never returned"}
+    name = text(MAX_NAME, required=True)
+    username = text(MAX_USERNAME, required=True, metadata={"description": "the CPO's login for OSCP"})
+    password = text(
+        MAX_PASSWORD_LENGTH,
+        required=True,
+        load_only=True,
+        metadata={"description": f"12 to {MAX_PASSWORD_LENGTH} characters; never returned"},
     )
-    endpoint_url = fields.String(required=True, metadata={"example": "https://cpo.example/oscp"})
+    endpoint_url = text(MAX_ENDPOINT_URL, required=True, metadata={"example": "https://cpo.example/oscp"})
     binding = fields.String(required=True, validate=validate.OneOf([b.value for b in Binding]))
 
 
 class CpoPatchSchema(Strict):
     """The fields to change; the rest stay."""
 
-    name = fields.String()
-    username = fields.String()
-    password = fields.String(load_only=True)
-    endpoint_url = fields.String()
+    name = text(MAX_NAME)
+    username = text(MAX_USERNAME)
+    password = text(MAX_PASSWORD_LENGTH, load_only=True)
+    endpoint_url = text(MAX_ENDPOINT_URL)
     binding = fields.String(validate=validate.OneOf([b.value for b in Binding]))
 
 
@@ -234,8 +273,8 @@ class UsageReceiptSchema(ma.Schema):
 
 
 class AuditQuerySchema(Strict):
-    cable_id = fields.String(data_key="cable", metadata={"description": "only this cable"})
-    cpo_id = fields.String(data_key="cpo", metadata={"description": "only this CPO"})
+    cable_id = text(data_key="cable", metadata={"description": "only this cable"})
+    cpo_id = text(data_key="cpo", metadata={"description": "only this CPO"})
     since = Moment(metadata={"description": "only entries at or after this moment"})
     limit = fields.Integer(metadata={"description": "at most this many, oldest first (1-10000, default 1000)"})
 

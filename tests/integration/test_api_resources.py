@@ -153,3 +153,31 @@ def test_audit_filters(api: Client) -> None:
     assert (entry["old_capacity"], entry["new_capacity"], entry["actor"]) == (0, 90, "api:admin")
     assert api.get("audit?cpo=nobody")["entries"] == []
     assert len(api.get("audit?limit=5")["entries"]) == 5
+
+
+def test_the_largest_values_the_columns_hold_are_accepted(api: Client) -> None:
+    """The API's limits are the database's: texts of the column sizes and the largest quantity round-trip."""
+    name = "Kabel 😀 Straße " + "x" * 184  # 200 characters, one outside the BMP
+    cable = api.post("cables", cable_body("c1", name=name, rated_limit="999999999.999"))
+    assert (cable["name"], cable["rated_limit"]) == (name, 999999999.999)
+    assert api.get("cables/c1")["name"] == name
+    reason = "r" * 1000
+    override = api.post(
+        "cables/c1/overrides",
+        {"start": "2026-11-24T15:00:00Z", "end": "2026-11-24T16:00:00Z", "limit": 999999999.999, "reason": reason},
+    )
+    assert api.get("cables/c1/overrides") == [override]
+    assert override["reason"] == reason
+
+    endpoint = "https://cpo.example/" + "p" * 1980  # 2000 characters
+    body = cpo_body("cpo-a", name="n" * 200, username="u" * 64, endpoint_url=endpoint)
+    created = api.post("cpos", {**body, "password": "wachtwoord 🔑 met emoji"})
+    assert api.get("cpos/cpo-a") == created
+    assert (created["name"], created["username"], created["endpoint_url"]) == ("n" * 200, "u" * 64, endpoint)
+
+
+def test_the_api_and_the_domain_share_one_maximum_quantity() -> None:
+    from service.api import schemas
+    from service.domain import units
+
+    assert schemas.MAX_QUANTITY is units.MAX_QUANTITY

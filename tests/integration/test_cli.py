@@ -150,9 +150,76 @@ def test_init_db_refuses_an_unusable_token_before_creating_anything(cli: Cli) ->
     assert not cli.db_file.exists()
 
     cli.token_file.unlink()
+    cli.token_file.mkdir()
+    assert "cannot be read" in cli.fails(2, "init-db")
+    assert not cli.db_file.exists()
+
+    cli.token_file.rmdir()
     cli.monkeypatch.setenv("GRIDCAP_ADMIN_TOKEN", "short")
     assert "at least 16 characters" in cli.fails(2, "init-db")
     assert not cli.db_file.exists()
+
+
+# --- serve ---------------------------------------------------------------------------------------------
+
+
+class _Server:
+    """Stands in for waitress' server: `serve` prints what it prints, then `run` returns at once."""
+
+    def run(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture
+def serving(demo: Cli) -> Cli:
+    """The demo grid, its credentials file claimed for this copy of the database, and no real server."""
+    credentials = demo.db_file.parent / "demo-credentials.json"
+    document = json.loads(credentials.read_text())
+    credentials.write_text(json.dumps({**document, "database": f"sqlite:///{demo.db_file}"}))
+    demo.monkeypatch.setattr("waitress.create_server", lambda app, **options: _Server())
+    return demo
+
+
+def demo_passwords(cli: Cli) -> list[str]:
+    document = json.loads((cli.db_file.parent / "demo-credentials.json").read_text())
+    return [cpo["password"] for cpo in document["cpos"]]
+
+
+def test_serve_prints_token_and_demo_credentials_of_a_local_set_up(serving: Cli) -> None:
+    assert serving("serve", "--port", "8123") == 0, serving.err
+    token = serving.token_file.read_text().strip()
+    assert f"Admin token  {token}  (send as: Authorization: Bearer <token>)" in serving.out
+    assert "Demo CPO credentials (from " in serving.out
+    for password in demo_passwords(serving):
+        assert password in serving.out
+    assert "http://127.0.0.1:8123/api/v1/docs" in serving.out
+
+
+def test_serve_does_not_print_a_configured_token_or_demo_credentials(serving: Cli) -> None:
+    token = "a-production-token-from-the-environment"  # noqa: S105
+    serving.monkeypatch.setenv("GRIDCAP_ADMIN_TOKEN", token)
+    assert serving("serve") == 0, serving.err
+    assert "Admin token  (from GRIDCAP_ADMIN_TOKEN; not shown)" in serving.out
+    assert token not in serving.out
+    assert "http://127.0.0.1:8080/api/v1/docs" in serving.out
+    for password in demo_passwords(serving):
+        assert password not in serving.out
+    assert serving.token_file.read_text().strip() not in serving.out
+
+
+def test_serve_does_not_print_a_token_from_the_config_file(serving: Cli, tmp_path: Path) -> None:
+    token = "a-production-token-from-the-config-file"  # noqa: S105
+    config = tmp_path / "gridcap.toml"
+    config.write_text(f'admin_token = "{token}"\n')
+    serving.monkeypatch.setenv("GRIDCAP_CONFIG", str(config))
+    assert serving("serve") == 0, serving.err
+    assert f"Admin token  (from admin_token in {config}; not shown)" in serving.out
+    assert token not in serving.out
+    for password in demo_passwords(serving):
+        assert password not in serving.out
 
 
 def test_init_db_demo_seeds_once_through_the_use_cases(cli: Cli) -> None:
@@ -346,11 +413,65 @@ def test_capacity_request_audit_and_horizon(demo: Cli) -> None:
     assert cli("audit", "--decisions", "--limit", "2") == 0
     assert "hand_out" in cli.out
 
-    assert cli.json("horizon", "roll") == dict.fromkeys(
-        ["demo-dorpsplein", "demo-kerkstraat", "demo-molenweg", "demo-parkeerhub"], 0
-    )
+    assert cli.json("horizon", "roll") == {
+        "handed_out": dict.fromkeys(["demo-dorpsplein", "demo-kerkstraat", "demo-molenweg", "demo-parkeerhub"], 0),
+        "failed": {},
+    }
     assert cli("horizon", "roll") == 0
     assert "demo-molenweg" in cli.out
+    assert cli.err == ""
+
+
+def test_horizon_roll_reports_each_failed_cable_and_exits_1(demo: Cli) -> None:
+    from service.usecases import capacity
+
+    real = capacity.ensure_horizon
+
+    def ensure_horizon(ctx: Context, cable_id: str) -> int:
+        if cable_id == "demo-molenweg":
+            raise RuntimeError("disk full")
+        return real(ctx, cable_id)
+
+    demo.monkeypatch.setattr(capacity, "ensure_horizon", ensure_horizon)
+    assert demo("horizon", "roll") == 1
+    assert "gridcap: error: new blocks were not handed out on 1 of 4 cables: demo-molenweg (disk full)" in demo.err
+    assert "handing out new blocks on cable demo-molenweg failed (run with --debug for the traceback)" in demo.err
+    rows = {line.split()[0]: line.split(maxsplit=1)[1] for line in demo.out.splitlines()[1:]}
+    assert rows["demo-kerkstraat"] == "0"
+    assert rows["demo-molenweg"].startswith("failed: disk full")
+
+    assert demo("horizon", "roll", "--json") == 1
+    assert json.loads(demo.out) == {
+        "handed_out": dict.fromkeys(["demo-dorpsplein", "demo-kerkstraat", "demo-parkeerhub"], 0),
+        "failed": {"demo-molenweg": "disk full"},
+    }
+    assert "demo-molenweg (disk full)" in demo.err
+
+
+_FAILING_ROLL = """
+import sys
+from service.usecases import capacity
+real = capacity.ensure_horizon
+def ensure_horizon(ctx, cable_id):
+    if cable_id == "demo-molenweg":
+        raise RuntimeError("disk full")
+    return real(ctx, cable_id)
+capacity.ensure_horizon = ensure_horizon
+from service.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_a_failure_logged_by_a_use_case_shows_its_traceback_only_with_debug(demo: Cli, debug: bool) -> None:
+    args = ["horizon", "roll", *(["--debug"] if debug else [])]
+    ran = subprocess.run(
+        [sys.executable, "-c", _FAILING_ROLL, *args], capture_output=True, text=True, cwd=REPO, check=False
+    )
+    assert ran.returncode == 1
+    assert "handing out new blocks on cable demo-molenweg failed" in ran.stderr
+    assert ("Traceback" in ran.stderr) is debug, ran.stderr
+    assert ran.stderr.count("gridcap: error: ") == 1
 
 
 def test_help_is_not_an_error(cli: Cli) -> None:
@@ -469,6 +590,56 @@ def test_help_is_not_an_error(cli: Cli) -> None:
         (("audit", "--limit", "0"), "from 1 to 10000"),
         (("audit", "--since", "2026-11-24 12:00"), "has no UTC offset"),
         (("serve", "--port", "70000"), "from 1 to 65535"),
+        (("capacity", "demo-molenweg", "--end", "9999-12-31T23:45-01:00"), "outside the years 1970 to 2999"),
+        (("audit", "--since", "0001-01-01T00:00+01:00"), "outside the years 1970 to 2999"),
+        (
+            (
+                "cable",
+                "override-add",
+                "demo-molenweg",
+                "--start",
+                "0001-01-01T00:00+01:00",
+                "--end",
+                at(2),
+                "--limit",
+                "5",
+                "--reason",
+                "r",
+            ),
+            "'0001-01-01T00:00+01:00' is outside the years 1970 to 2999",
+        ),
+        (
+            (
+                "request",
+                "demo-molenweg",
+                "demo-voltline",
+                "--start",
+                at(2),
+                "--end",
+                "9999-12-31T23:45-01:00",
+                "--capacity",
+                "1",
+            ),
+            "argument --end: '9999-12-31T23:45-01:00' is outside the years 1970 to 2999",
+        ),
+        (
+            (
+                "request",
+                "demo-molenweg",
+                "demo-voltline",
+                "--start",
+                at(1),
+                "--end",
+                at(1 + 24 * 365 * 900),
+                "--capacity",
+                "1",
+            ),
+            "spans 31536000 blocks; a request covers at most the 48-hour horizon (192 blocks)",
+        ),
+        (
+            ("request", "demo-molenweg", "demo-voltline", "--start", at(-1), "--end", at(48.25), "--capacity", "1"),
+            "spans 197 blocks; a request covers at most the 48-hour horizon (192 blocks)",
+        ),
     ],
 )
 def test_bad_input_is_a_usage_error_that_changes_nothing(demo: Cli, args: tuple[str, ...], message: str) -> None:
@@ -506,6 +677,8 @@ def test_passwords_on_stdin_are_checked(ready: Cli) -> None:
         ("GRIDCAP_HORIZON_HOURS", "-1", "horizon_hours"),
         ("GRIDCAP_CONFIG", "/nonexistent/gridcap.toml", "GRIDCAP_CONFIG names /nonexistent/gridcap.toml"),
         ("GRIDCAP_DATABASE_URL", "not a url", "is not a database URL"),
+        ("GRIDCAP_USAGE_MARGIN_SHARE", "nan", "must be a finite number"),
+        ("GRIDCAP_CONFIG", "/", "GRIDCAP_CONFIG names /, which is a directory"),
     ],
 )
 def test_configuration_errors_are_usage_errors(ready: Cli, variable: str, value: str, message: str) -> None:

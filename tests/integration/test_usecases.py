@@ -489,9 +489,9 @@ def test_blocks_entering_the_horizon_are_handed_out_on_the_next_touch(c1: Contex
         H_END + 4 * Q: FAR_BUDGETS,
         H_END + 5 * Q: {"a": D(26), "b": D(40)},
     }
-    assert capacity.roll_horizon(c1) == {"c1": 0}
+    assert capacity.roll_horizon(c1) == capacity.RollResult({"c1": 0}, {})
     clock.advance(timedelta(minutes=15))
-    assert capacity.roll_horizon(c1) == {"c1": 1}
+    assert capacity.roll_horizon(c1) == capacity.RollResult({"c1": 1}, {})
 
 
 @pytest.mark.parametrize(("day", "n_blocks"), [(date(2026, 3, 29), 92), (date(2026, 10, 25), 100)])
