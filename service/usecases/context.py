@@ -48,7 +48,7 @@ def build_context(settings: Settings) -> Context:
     return Context(Database(settings.database_url), policy=settings.policy())
 
 
-class Horizon(NamedTuple):
+class OpenedBook(NamedTuple):
     book: CableBook
     new_starts: list[datetime]  # blocks that entered the horizon while the book was opened
     hand_out: Ledger  # their initial budgets
@@ -56,7 +56,7 @@ class Horizon(NamedTuple):
 
 def open_book(
     repo: Repository, ctx: Context, cable: Cable, now: datetime, *, start: datetime, end: datetime | None
-) -> Horizon:
+) -> OpenedBook:
     """Load the cable's blocks in [start, end) (end None: every one from start on) and hand out
     any horizon block not handed out yet.
 
@@ -72,15 +72,15 @@ def open_book(
             missing.append(cursor)
         cursor += BLOCK
     if not missing:
-        return Horizon(book, [], Ledger())
+        return OpenedBook(book, [], Ledger())
     loads = ctx.base_loads.base_load(cable, missing)
     ledger = hand_out(book, [new_block(cable, s, loads[s]) for s in missing])
-    return Horizon(book, missing, ledger)
+    return OpenedBook(book, missing, ledger)
 
 
 def commit(
     repo: Repository,
-    horizon: Horizon,
+    horizon: OpenedBook,
     decision: DecisionRecord,
     ledger: Ledger | None = None,
     *,
@@ -92,7 +92,12 @@ def commit(
 
 
 def save_hand_out(
-    repo: Repository, horizon: Horizon, now: datetime, ledger: Ledger | None = None, *, touched: Iterable[datetime] = ()
+    repo: Repository,
+    horizon: OpenedBook,
+    now: datetime,
+    ledger: Ledger | None = None,
+    *,
+    touched: Iterable[datetime] = (),
 ) -> None:
     """Save the blocks that entered the horizon (audited as a decision of their own) and `touched`."""
     book, new_starts, handed = horizon
