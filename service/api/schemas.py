@@ -15,15 +15,9 @@ import marshmallow as ma
 from marshmallow import fields, validate
 
 from service.domain.blocks import FIRST_YEAR, LAST_YEAR
-from service.domain.model import Binding
+from service.domain.model import MAX_ENDPOINT_URL, MAX_NAME, MAX_REASON, MAX_USERNAME, Binding
 from service.domain.units import MAX_QUANTITY, Unit
 from service.usecases.cpos import MAX_PASSWORD_LENGTH
-
-# The longest texts the database columns hold, in characters.
-MAX_NAME = 200
-MAX_USERNAME = 64
-MAX_ENDPOINT_URL = 2000
-MAX_REASON = 1000
 
 _SPACE_FOR_PLUS = re.compile(r"^(\S+T[0-9:.]+) ([0-9]{2}:?[0-9]{2})$")
 

@@ -10,8 +10,11 @@ from service.domain.blocks import aligned
 from service.domain.errors import InvalidInput
 from service.domain.units import Unit, to_capacity
 
+# Text limits: the sizes of the database columns that hold them.
+MAX_NAME, MAX_USERNAME, MAX_ENDPOINT_URL, MAX_REASON = 200, 64, 2000, 1000
+
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
-_USERNAME = re.compile(r"[A-Za-z0-9._@-]{1,64}")
+_USERNAME = re.compile(rf"[A-Za-z0-9._@-]{{1,{MAX_USERNAME}}}")
 _URL = re.compile(r"https?://[^\s/?#]+(?:[/?#]\S*)?")
 
 
@@ -75,7 +78,7 @@ class LimitOverride:
             raise InvalidInput("override.end must be after override.start")
         if not isinstance(self.reason, str) or not self.reason.strip():
             raise InvalidInput("override.reason must say why (e.g. 'maintenance on joint 4')")
-        check_text(self.reason, "override.reason", 1000)
+        check_text(self.reason, "override.reason", MAX_REASON)
 
     def covers(self, block_start: datetime) -> bool:
         return self.start <= block_start < self.end
@@ -96,7 +99,7 @@ class Cable:
 
     def __post_init__(self) -> None:
         check_id(self.id, "cable id")
-        check_text(self.name, "cable name", 200)
+        check_text(self.name, "cable name", MAX_NAME)
         try:
             object.__setattr__(self, "unit", Unit(self.unit))
         except ValueError:
@@ -132,12 +135,12 @@ class Cpo:
 
     def __post_init__(self) -> None:
         check_id(self.id, "cpo id")
-        check_text(self.name, "cpo name", 200)
+        check_text(self.name, "cpo name", MAX_NAME)
         if not isinstance(self.username, str) or not _USERNAME.fullmatch(self.username):
             raise InvalidInput("username must be 1-64 letters, digits, '.', '_', '@' or '-'")
         if not isinstance(self.endpoint_url, str) or not _URL.fullmatch(self.endpoint_url):
             raise InvalidInput(f"endpoint_url must be an http(s) URL, got {self.endpoint_url!r}")
-        check_text(self.endpoint_url, "endpoint_url", 2000)
+        check_text(self.endpoint_url, "endpoint_url", MAX_ENDPOINT_URL)
         try:
             object.__setattr__(self, "binding", Binding(self.binding))
         except ValueError:
