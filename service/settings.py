@@ -33,6 +33,11 @@ class Settings:
     usage_margin_share: Decimal = Decimal("0.2")
     usage_lookback_hours: int = 24
     max_body_bytes: int = 1_048_576
+    heartbeat_interval_s: int = 60
+    oscp_rate_per_minute: int = 600  # requests per CPO per minute, per server process
+    oscp_push_timeout_s: int = 10
+    oscp_username: str = "dso"  # how the DSO identifies itself to CPO endpoints
+    oscp_password: str = ""  # empty: pushes and heartbeats to CPOs carry no credentials
     log_level: str = "INFO"
 
     def policy(self) -> Policy:
@@ -41,6 +46,7 @@ class Settings:
             reclaim_notice=timedelta(seconds=self.reclaim_notice_s),
             usage_margin_share=self.usage_margin_share,
             usage_lookback=timedelta(hours=self.usage_lookback_hours),
+            heartbeat_interval=timedelta(seconds=self.heartbeat_interval_s),
         )
 
     def resolved_admin_token(self) -> str:
@@ -78,6 +84,9 @@ _CHECKS: dict[str, tuple[object, object]] = {
     "reclaim_notice_s": (0, 24 * 3600),
     "usage_lookback_hours": (1, 24 * 31),
     "max_body_bytes": (1024, 64 * 1_048_576),
+    "heartbeat_interval_s": (5, 3600),
+    "oscp_rate_per_minute": (1, 1_000_000),
+    "oscp_push_timeout_s": (1, 300),
 }
 
 

@@ -6,7 +6,10 @@ runs before anything is saved:
 
 - for every block, the sum of budgets <= available capacity, and no budget is negative;
 - capacity taken from one CPO is granted to another only for blocks that start after the notice
-  period, so the CPO it was taken from has been told before the block begins.
+  period, so the CPO it was taken from has been told before the block begins;
+- capacity a CPO was told it may use stays reserved (`BlockState.told`, `held`) until it has
+  confirmed a lower budget, or the notice period has passed while it was online: a decision never
+  raises a budget in a block whose budgets and holds together exceed what is available.
 """
 
 from collections.abc import Iterable, Mapping
@@ -52,6 +55,8 @@ class Policy:
     usage_margin_share: Decimal = Decimal("0.2")
     # How far back reported usage counts as evidence of what a CPO uses.
     usage_lookback: timedelta = timedelta(hours=24)
+    # Both sides call Heartbeat this often; three missed intervals make a peer offline.
+    heartbeat_interval: timedelta = timedelta(seconds=60)
 
 
 def available_capacity(limit: Decimal, base_load: Decimal, margin: Decimal) -> Decimal:
@@ -79,10 +84,15 @@ class BlockState:
     margin: Decimal
     budgets: dict[str, Decimal] = field(default_factory=dict)
     pending: dict[str, PendingRequest] = field(default_factory=dict)
-    allocated: Decimal = ZERO  # sum of budgets, kept in step by `assign`
+    # What a CPO may still be using although its budget is lower: the last budget it confirmed,
+    # while the lower one is unconfirmed and within the notice period, or while it is offline.
+    told: dict[str, Decimal] = field(default_factory=dict)
+    allocated: Decimal = ZERO  # sum of budgets, kept in step by `assign` and `Ledger.set`
+    held: Decimal = ZERO  # sum of told - budget where positive, kept in step likewise
 
     def __post_init__(self) -> None:
         self.allocated = sum(self.budgets.values(), ZERO)
+        self.held = sum((max(ZERO, t - self.budgets.get(c, ZERO)) for c, t in self.told.items()), ZERO)
 
     @property
     def available(self) -> Decimal:
@@ -90,15 +100,41 @@ class BlockState:
 
     @property
     def unallocated(self) -> Decimal:
-        return max(ZERO, self.available - self.allocated)
+        """What may be granted: available less the budgets and the capacity still held."""
+        return max(ZERO, self.available - self.allocated - self.held)
+
+    def grantable(self, cpo_id: str) -> Decimal:
+        """What this CPO may be given: the unallocated capacity and what is held for itself."""
+        if self.allocated + self.held > self.available:
+            return ZERO  # over-promised until CPOs confirm: nothing may grow
+        told = self.told.get(cpo_id)
+        return self.unallocated + (_held(told, self.budgets.get(cpo_id, ZERO)) if told is not None else ZERO)
 
     def assign(self, cpo_id: str, budget: Decimal) -> None:
-        self.allocated += budget - self.budgets.get(cpo_id, ZERO)
+        old = self.budgets.get(cpo_id, ZERO)
+        self.allocated += budget - old
         self.budgets[cpo_id] = budget
+        if cpo_id in self.told:
+            self.held += _held(self.told[cpo_id], budget) - _held(self.told[cpo_id], old)
 
     def drop(self, cpo_id: str) -> None:
+        """Forget a CPO the DSO removed from the cable, with what it was told."""
+        self.release(cpo_id, None)
         self.allocated -= self.budgets.pop(cpo_id, ZERO)
         self.pending.pop(cpo_id, None)
+
+    def release(self, cpo_id: str, told: Decimal | None) -> None:
+        """The CPO confirmed `told` (None: its hold expired); what it no longer holds is free."""
+        budget = self.budgets.get(cpo_id, ZERO)
+        if cpo_id in self.told:
+            self.held -= _held(self.told.pop(cpo_id), budget)
+        if told is not None:
+            self.told[cpo_id] = told
+            self.held += _held(told, budget)
+
+
+def _held(told: Decimal, budget: Decimal) -> Decimal:
+    return told - budget if told > budget else ZERO
 
 
 class BudgetChange(NamedTuple):  # a tuple: decisions can create thousands of these
@@ -122,6 +158,8 @@ class Ledger:
         if new != old:  # inlined BlockState.assign: this is the hot path of every decision
             budgets[cpo_id] = new
             block.allocated += new - old
+            if block.told and (told := block.told.get(cpo_id)) is not None:
+                block.held += _held(told, new) - _held(told, old)
             self.changes.append(BudgetChange(cpo_id, block.start, old, new, reason))
 
 
@@ -134,6 +172,9 @@ class CableBook:
     blocks: dict[datetime, BlockState]
     # Peak reported usage per CPO within the policy's lookback; absent = no evidence.
     usage_peak: Mapping[str, Decimal] = field(default_factory=dict)
+    # CPOs silent for three heartbeat intervals: they run on what they were told, so nothing of
+    # theirs is reclaimed until they are back.
+    offline: frozenset[str] = frozenset()
 
     def minimum(self, cpo_id: str) -> Decimal:
         sub = self.subscriptions.get(cpo_id)
@@ -185,7 +226,7 @@ def _serve_pending(block: BlockState, ledger: Ledger) -> None:
         return
     for request in sorted(block.pending.values(), key=lambda p: (p.requested_at, p.cpo_id)):
         current = block.budgets.get(request.cpo_id, ZERO)
-        grant = min(request.target - current, block.unallocated)
+        grant = min(request.target - current, block.grantable(request.cpo_id))
         if grant > 0:
             ledger.set(block, request.cpo_id, current + grant, Reason.PENDING_SERVED)
         if current + max(grant, ZERO) >= request.target:  # served now, or met by another rule before
@@ -231,7 +272,7 @@ def _grow(book: CableBook, block: BlockState, ledger: Ledger) -> None:
             give = short if total_deficit <= free else _proportional(free, short, total_deficit)
             ledger.set(block, cpo, block.budgets.get(cpo, ZERO) + give, Reason.REALLOCATED_UP)
     _serve_pending(block, ledger)
-    pool = floor_grid(block.available * (1 - book.cable.reserve_share)) - block.allocated
+    pool = floor_grid(block.available * (1 - book.cable.reserve_share)) - block.allocated - block.held
     total_weight = sum((s.weight for s in book.subscriptions.values()), ZERO)
     if pool > 0 and total_weight > 0:
         for cpo, sub in book.subscriptions.items():
@@ -240,8 +281,12 @@ def _grow(book: CableBook, block: BlockState, ledger: Ledger) -> None:
                 ledger.set(block, cpo, block.budgets.get(cpo, ZERO) + extra, Reason.REALLOCATED_UP)
 
 
-def check_invariants(book: CableBook, starts: Iterable[datetime] | None = None) -> None:
-    """Raise before anything is saved if a block would be promised twice."""
+def check_invariants(
+    book: CableBook, starts: Iterable[datetime] | None = None, changes: Iterable[BudgetChange] = ()
+) -> None:
+    """Raise before anything is saved if a block would be promised twice: budgets above what is
+    available, or a budget raised (by `changes`) while capacity held for another CPO is needed."""
+    raised = {c.block_start for c in changes if c.new > c.old}
     for start in book.blocks if starts is None else starts:
         block = book.blocks[start]
         for cpo, budget in block.budgets.items():
@@ -251,6 +296,11 @@ def check_invariants(book: CableBook, starts: Iterable[datetime] | None = None) 
             raise InvariantViolation(
                 f"cable {book.cable.id} block {start.isoformat()}: budgets {block.allocated} would "
                 f"exceed available {block.available}"
+            )
+        if start in raised and block.allocated + block.held > block.available:
+            raise InvariantViolation(
+                f"cable {book.cable.id} block {start.isoformat()}: a budget was raised although budgets "
+                f"{block.allocated} and unconfirmed holds {block.held} exceed available {block.available}"
             )
 
 
@@ -314,6 +364,7 @@ def request_capacity(
         block = book.blocks[start]
         current = block.budgets.get(cpo_id, ZERO)
         block.pending.pop(cpo_id, None)
+        block.release(cpo_id, None)  # the answer replaces whatever the requester was told
         if target <= current:
             ledger.set(block, cpo_id, target, Reason.HANDED_BACK)
             _serve_pending(block, ledger)
@@ -322,7 +373,10 @@ def request_capacity(
         need = target - current
         granted = min(need, block.unallocated)
         if granted < need and start >= reclaim_from:
-            granted += _reclaim_unused(block, need - granted, keep, ledger)
+            # What was taken is grantable at once only if its holder had not been told it;
+            # otherwise it stays held until the holder confirms, and this request waits.
+            _reclaim_unused(block, need - granted, keep, ledger)
+            granted = min(need, block.unallocated)
         if granted:
             ledger.set(block, cpo_id, current + granted, Reason.REQUEST_GRANTED)
         if granted == need:
@@ -362,11 +416,11 @@ def _keep_levels(book: CableBook, requester: str, policy: Policy) -> dict[str, D
     return {
         cpo: max(book.minimum(cpo), ceil_grid(peak * (1 + policy.usage_margin_share)))
         for cpo, peak in sorted(book.usage_peak.items())  # id order, so ties break the same everywhere
-        if cpo != requester and cpo in book.subscriptions
+        if cpo != requester and cpo in book.subscriptions and cpo not in book.offline
     }
 
 
-def _reclaim_unused(block: BlockState, need: Decimal, keep: Mapping[str, Decimal], ledger: Ledger) -> Decimal:
+def _reclaim_unused(block: BlockState, need: Decimal, keep: Mapping[str, Decimal], ledger: Ledger) -> None:
     """Take up to `need` from budget above the keep levels, largest unused budget first.
 
     Largest first disturbs the fewest CPOs: each one cut must be told and re-plan its charging,
@@ -380,7 +434,6 @@ def _reclaim_unused(block: BlockState, need: Decimal, keep: Mapping[str, Decimal
         share = min(unused.pop(cpo), need - taken)
         ledger.set(block, cpo, budgets[cpo] - share, Reason.RECLAIMED_UNUSED)
         taken += share
-    return taken
 
 
 def reallocate(book: CableBook, updated: Iterable[BlockState]) -> Ledger:
@@ -415,14 +468,40 @@ def resubscribe(book: CableBook, *, now: datetime, policy: Policy) -> Ledger:
             for cpo, target in ordered:  # decreases first, so the sum never exceeds available
                 current = block.budgets.get(cpo, ZERO)
                 if target >= current:
-                    reason = Reason.REALLOCATED_UP
+                    new, reason = min(target, current + block.unallocated), Reason.REALLOCATED_UP  # holds first
                 else:  # below a minimum only when the minimums cannot all be met
-                    reason = Reason.MINIMUMS_INFEASIBLE if alert else Reason.REALLOCATED_DOWN
-                ledger.set(block, cpo, target, reason)
+                    new, reason = target, Reason.MINIMUMS_INFEASIBLE if alert else Reason.REALLOCATED_DOWN
+                ledger.set(block, cpo, new, reason)
             if alert:
                 ledger.alerts.append(f"{alert} (block {block.start.isoformat()})")
             _serve_pending(block, ledger)
         else:
             _shrink_to_available(book, block, ledger)
             _grow(book, block, ledger)
+    return ledger
+
+
+def release_holds(book: CableBook, confirmed: Mapping[tuple[str, datetime], Decimal | None]) -> Ledger:
+    """CPOs confirmed budgets ((cpo, block) -> the value they now know; None: the hold expired).
+
+    What a CPO no longer holds is shared as any other freed capacity: minimums restored, waiting
+    requests served oldest first, then the rest by weight.
+    """
+    freed = []
+    for (cpo_id, start), told in confirmed.items():
+        block = book.blocks.get(start)
+        if block is None:
+            continue
+        before = block.held
+        block.release(cpo_id, told)
+        if block.held < before:
+            freed.append(start)
+    return share_freed(book, freed)
+
+
+def share_freed(book: CableBook, starts: Iterable[datetime]) -> Ledger:
+    """Share capacity that became free in these blocks, as a reallocation upwards does."""
+    ledger = Ledger()
+    for start in sorted(set(starts)):
+        _grow(book, book.blocks[start], ledger)
     return ledger

@@ -5,9 +5,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import Table, and_, case, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -23,12 +23,18 @@ from service.store.tables import (
     DecisionRow,
     LedgerRow,
     LimitOverrideRow,
+    OscpMessageRow,
+    OutboxRow,
     PendingRequestRow,
+    PresenceRow,
     SubscriptionRow,
     UsageRow,
 )
 
 _END_OF_TIME = datetime(9999, 1, 1, tzinfo=UTC)
+# Core tables for bulk updates (the ORM classes' __table__ is typed as a FromClause)
+_BUDGETS = cast(Table, BudgetRow.__table__)
+_OUTBOX = cast(Table, OutboxRow.__table__)
 
 
 class Repository:
@@ -149,7 +155,28 @@ class Repository:
         self.session.flush()
 
     def delete_cpo(self, cpo_id: str) -> None:
+        self.session.execute(delete(OutboxRow).where(OutboxRow.cpo_id == cpo_id))
+        self.session.execute(delete(PresenceRow).where(PresenceRow.cpo_id == cpo_id))
         self.session.execute(delete(CpoRow).where(CpoRow.id == cpo_id))
+
+    # --- presence -----------------------------------------------------------------------------
+
+    def seen(self, cpo_id: str, at: datetime) -> None:
+        self._upsert(PresenceRow, [{"cpo_id": cpo_id, "last_seen_at": at}], keys=("cpo_id",))
+
+    def last_seen(self) -> dict[str, datetime]:
+        return {row.cpo_id: row.last_seen_at for row in self.session.scalars(select(PresenceRow))}
+
+    def offline_cpos(self, offline_before: datetime, among: Iterable[str]) -> frozenset[str]:
+        """CPOs last heard from before `offline_before`. Never heard from is not offline: such a
+        CPO was never told anything it could still be using."""
+        ids = list(among)
+        if not ids:
+            return frozenset()
+        rows = self.session.scalars(
+            select(PresenceRow.cpo_id).where(PresenceRow.cpo_id.in_(ids), PresenceRow.last_seen_at < offline_before)
+        )
+        return frozenset(rows)
 
     # --- subscriptions ------------------------------------------------------------------------
 
@@ -203,24 +230,44 @@ class Repository:
         )
 
     def load_book(
-        self, cable: Cable, start: datetime, end: datetime | None, *, usage_since: datetime | None = None
+        self,
+        cable: Cable,
+        start: datetime,
+        end: datetime | None,
+        *,
+        usage_since: datetime | None = None,
+        holds: "HoldRules | None" = None,
     ) -> CableBook:
-        """The cable's handed-out blocks in [start, end) (end None: from start on) with budgets and
-        pending requests."""
+        """The cable's handed-out blocks in [start, end) (end None: from start on) with budgets,
+        pending requests and, given `holds`, what CPOs confirmed and which are offline."""
         end = end or _END_OF_TIME
+        subscriptions = self.subscriptions(cable.id)
+        offline = self.offline_cpos(holds.offline_before, subscriptions) if holds else frozenset()
         # Core rather than ORM rows: a horizon of 20 CPOs is thousands of budget rows.
         conn = self.session.connection()
         budgets: dict[datetime, dict[str, Decimal]] = {}
+        told: dict[datetime, dict[str, Decimal]] = {}
         budget = BudgetRow.__table__.c
-        for block_start, cpo_id, capacity in conn.execute(
-            select(budget.start, budget.cpo_id, budget.capacity).where(
+        for block_start, cpo_id, capacity, confirmed, reduced_at in conn.execute(
+            select(budget.start, budget.cpo_id, budget.capacity, budget.told, budget.reduced_at).where(
                 budget.cable_id == cable.id, budget.start >= start, budget.start < end
             )
         ):
             budgets.setdefault(block_start, {})[cpo_id] = capacity
+            if holds is not None:
+                known = _known(holds, offline, subscriptions, cpo_id=cpo_id, confirmed=confirmed, reduced_at=reduced_at)
+                if known is not None:
+                    told.setdefault(block_start, {})[cpo_id] = known
         block = BlockRow.__table__.c
         blocks = {
-            row.start: BlockState(row.start, row.limit, row.base_load, row.margin, budgets.get(row.start, {}))
+            row.start: BlockState(
+                row.start,
+                row.limit,
+                row.base_load,
+                row.margin,
+                budgets.get(row.start, {}),
+                told=told.get(row.start, {}),
+            )
             for row in conn.execute(
                 select(block.start, block.limit, block.base_load, block.margin).where(
                     block.cable_id == cable.id, block.start >= start, block.start < end
@@ -241,7 +288,7 @@ class Repository:
                 .group_by(UsageRow.cpo_id)
             ):
                 peaks[cpo_id] = peak
-        return CableBook(cable, self.subscriptions(cable.id), blocks, usage_peak=peaks)
+        return CableBook(cable, subscriptions, blocks, usage_peak=peaks, offline=offline)
 
     def save_book(self, book: CableBook, starts: Iterable[datetime], changes: Sequence[BudgetChange]) -> None:
         """Write the given blocks' parameters and pending requests, and the changed budgets."""
@@ -290,6 +337,64 @@ class Repository:
             if pending:
                 self.session.execute(insert(PendingRequestRow), pending)
 
+    def note_reductions(self, cable_id: str, starts: Sequence[datetime], now: datetime) -> None:
+        """Start the notice period of budgets that fell below what their CPO confirmed; end it for
+        budgets that are back at or above it."""
+        if not starts:
+            return
+        b = BudgetRow.__table__.c
+        self.session.execute(
+            update(_BUDGETS)
+            .where(b.cable_id == cable_id, b.start.in_(starts))
+            .values(
+                reduced_at=case(
+                    (and_(b.told.is_not(None), b.capacity < b.told), func.coalesce(b.reduced_at, now)),
+                    else_=None,
+                )
+            )
+        )
+
+    def confirm(self, cable_id: str, cpo_id: str, told: dict[datetime, Decimal], now: datetime) -> None:
+        """The CPO now knows these budgets: a push it Accepted, or the answer to its own request."""
+        b = BudgetRow.__table__.c
+        for start, value in told.items():
+            self.session.execute(
+                update(_BUDGETS)
+                .where(b.cable_id == cable_id, b.cpo_id == cpo_id, b.start == start)
+                .values(told=value, reduced_at=case((b.capacity < value, func.coalesce(b.reduced_at, now)), else_=None))
+            )
+
+    def expired_holds(self, cable_id: str, expired_before: datetime, since: datetime) -> list[tuple[str, datetime]]:
+        """(cpo, block) whose lower budget went unconfirmed for the whole notice period."""
+        b = BudgetRow.__table__.c
+        return [
+            (row.cpo_id, row.start)
+            for row in self.session.execute(
+                select(b.cpo_id, b.start).where(
+                    b.cable_id == cable_id, b.start >= since, b.reduced_at.is_not(None), b.reduced_at <= expired_before
+                )
+            )
+        ]
+
+    def drop_holds(self, cable_id: str, holds: Sequence[tuple[str, datetime]]) -> None:
+        """Expired holds: the lower budget counts as known from now on."""
+        b = BudgetRow.__table__.c
+        for cpo_id, start in holds:
+            self.session.execute(
+                update(_BUDGETS)
+                .where(b.cable_id == cable_id, b.cpo_id == cpo_id, b.start == start)
+                .values(told=b.capacity, reduced_at=None)
+            )
+
+    def budgets_of(self, cable_id: str, cpo_id: str, start: datetime, end: datetime) -> dict[datetime, Decimal]:
+        b = BudgetRow.__table__.c
+        rows = self.session.execute(
+            select(b.start, b.capacity).where(
+                b.cable_id == cable_id, b.cpo_id == cpo_id, b.start >= start, b.start < end
+            )
+        )
+        return dict(sorted((row.start, row.capacity) for row in rows))
+
     def delete_budgets_of(self, cable_id: str, cpo_id: str, *, since: datetime) -> None:
         """Forget a CPO's budgets from `since` on; earlier ones stay as history."""
         for table in (BudgetRow, PendingRequestRow):
@@ -324,6 +429,93 @@ class Repository:
         ):
             out.setdefault(row.start, {})[row.cpo_id] = row.average_usage
         return out
+
+    # --- outbox -------------------------------------------------------------------------------
+
+    def enqueue_pushes(self, cable_id: str, cpo_ids: Iterable[str], now: datetime) -> None:
+        """Owe each CPO a push of its budgets on the cable, in the decision's own transaction."""
+        rows = [
+            {"cpo_id": c, "cable_id": cable_id, "created_at": now, "attempts": 0, "next_attempt_at": now}
+            for c in sorted(set(cpo_ids))
+        ]
+        if rows:
+            self.session.execute(insert(OutboxRow), rows)
+
+    def cpos_with_due_pushes(self, now: datetime) -> list[str]:
+        """CPOs whose oldest undelivered push is due, oldest first."""
+        o = OutboxRow.__table__.c
+        first = (
+            select(o.cpo_id, func.min(o.id).label("first_id"), func.min(o.next_attempt_at).label("due"))
+            .where(o.delivered_at.is_(None))
+            .group_by(o.cpo_id)
+            .subquery()
+        )
+        return list(self.session.scalars(select(first.c.cpo_id).where(first.c.due <= now).order_by(first.c.first_id)))
+
+    def pending_pushes(self, cpo_id: str) -> list[tuple[int, str, int]]:
+        """(id, cable, attempts) of the CPO's undelivered pushes, in order."""
+        o = OutboxRow.__table__.c
+        rows = self.session.execute(
+            select(o.id, o.cable_id, o.attempts).where(o.cpo_id == cpo_id, o.delivered_at.is_(None)).order_by(o.id)
+        )
+        return [(row.id, row.cable_id, row.attempts) for row in rows]
+
+    def pushes_delivered(self, ids: Sequence[int], now: datetime) -> None:
+        o = OutboxRow.__table__.c
+        self.session.execute(update(_OUTBOX).where(o.id.in_(ids)).values(delivered_at=now, last_error=None))
+
+    def pushes_failed(self, ids: Sequence[int], error: str, retry_at: datetime) -> None:
+        o = OutboxRow.__table__.c
+        self.session.execute(
+            update(_OUTBOX)
+            .where(o.id.in_(ids))
+            .values(attempts=o.attempts + 1, next_attempt_at=retry_at, last_error=error[:2000])
+        )
+
+    def outbox(self) -> list[dict[str, Any]]:
+        """Per CPO: undelivered pushes, the oldest one's age, attempts and last error."""
+        o = OutboxRow.__table__.c
+        rows = self.session.execute(
+            select(
+                o.cpo_id,
+                func.count().label("depth"),
+                func.min(o.created_at).label("oldest"),
+                func.max(o.attempts).label("attempts"),
+                func.min(o.next_attempt_at).label("next_attempt_at"),
+            )
+            .where(o.delivered_at.is_(None))
+            .group_by(o.cpo_id)
+            .order_by(o.cpo_id)
+        )
+        errors = dict(
+            self.session.execute(
+                select(o.cpo_id, o.last_error).where(o.delivered_at.is_(None), o.last_error.is_not(None)).order_by(o.id)
+            ).tuples()
+        )
+        return [{**row._asdict(), "last_error": errors.get(row.cpo_id)} for row in rows]
+
+    # --- OSCP message record -------------------------------------------------------------------
+
+    def record_messages(self, rows: Sequence[dict[str, Any]]) -> None:
+        if rows:
+            self.session.execute(insert(OscpMessageRow), list(rows))
+
+    def messages(self, *, cpo_id: str | None = None, since_id: int = 0, limit: int = 100) -> list[dict[str, Any]]:
+        m = OscpMessageRow.__table__.c
+        query = select(OscpMessageRow.__table__).where(m.id > since_id).order_by(m.id).limit(limit)
+        if cpo_id is not None:
+            query = query.where(m.cpo_id == cpo_id)
+        return [dict(row._mapping) for row in self.session.execute(query)]
+
+    def message_counts(self) -> list[tuple[str, str, str, int]]:
+        """(direction, operation, outcome, count) over the whole record."""
+        m = OscpMessageRow.__table__.c
+        rows = self.session.execute(
+            select(m.direction, m.operation, m.outcome, func.count())
+            .group_by(m.direction, m.operation, m.outcome)
+            .order_by(m.direction, m.operation, m.outcome)
+        )
+        return [(d, o, out, int(n)) for d, o, out, n in rows.tuples()]
 
     # --- audit --------------------------------------------------------------------------------
 
@@ -399,3 +591,30 @@ def _cpo(row: CpoRow) -> Cpo:
 
 def _subscription(row: SubscriptionRow) -> Subscription:
     return Subscription(row.cable_id, row.cpo_id, row.weight, row.guaranteed_minimum)
+
+
+def _known(
+    holds: "HoldRules",
+    offline: frozenset[str],
+    subscriptions: dict[str, Subscription],
+    *,
+    cpo_id: str,
+    confirmed: Decimal | None,
+    reduced_at: datetime | None,
+) -> Decimal | None:
+    """What the CPO may be using in a block, as far as it limits what others get."""
+    if cpo_id in offline:
+        if confirmed is None and cpo_id in subscriptions:
+            return subscriptions[cpo_id].guaranteed_minimum  # where it knows nothing: its backup capacity
+        return confirmed
+    if reduced_at is not None and reduced_at <= holds.expired_before:
+        return None  # the notice period passed while it was online: the hold expired
+    return confirmed
+
+
+@dataclass(frozen=True, slots=True)
+class HoldRules:
+    """When a hold has expired and when a CPO counts as offline, as instants for one decision."""
+
+    expired_before: datetime  # a lower budget unconfirmed since before this no longer holds
+    offline_before: datetime  # a CPO last heard from before this is offline

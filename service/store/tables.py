@@ -8,6 +8,7 @@ from sqlalchemy import (
     BigInteger,
     DateTime,
     Dialect,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -139,6 +140,10 @@ class BudgetRow(Base):
     start: Mapped[datetime] = mapped_column(UtcDateTime, primary_key=True)
     cpo_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     capacity: Mapped[Decimal] = mapped_column(Quantity)
+    # The last budget the CPO confirmed for this block (push Accepted, or its own request); None:
+    # never confirmed. While it exceeds `capacity`, the difference is held for the CPO.
+    told: Mapped[Decimal | None] = mapped_column(Quantity, nullable=True)
+    reduced_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)  # when capacity fell below told
 
 
 class PendingRequestRow(Base):
@@ -192,3 +197,45 @@ class LedgerRow(Base):
     old_capacity: Mapped[Decimal] = mapped_column(Quantity)
     new_capacity: Mapped[Decimal] = mapped_column(Quantity)
     reason: Mapped[str] = mapped_column(String(32))
+
+
+class OutboxRow(Base):
+    """A push owed to a CPO: its budgets on a cable changed. Delivered in id order per CPO."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (Index("ix_outbox_cpo_pending", "cpo_id", "delivered_at", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    cpo_id: Mapped[str] = mapped_column(String(64))
+    cable_id: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    delivered_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+
+
+class PresenceRow(Base):
+    """When a CPO was last heard from: any authenticated call in, or any call out it answered."""
+
+    __tablename__ = "cpo_presence"
+
+    cpo_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    last_seen_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class OscpMessageRow(Base):
+    """Every OSCP message in or out: when, with whom, what, how it ended and how long it took."""
+
+    __tablename__ = "oscp_messages"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+    direction: Mapped[str] = mapped_column(String(3))  # in | out
+    cpo_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    binding: Mapped[str] = mapped_column(String(8))
+    operation: Mapped[str] = mapped_column(String(64))
+    outcome: Mapped[str] = mapped_column(String(32))  # ok, a FaultCode, or a transport failure
+    http_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    duration_ms: Mapped[float] = mapped_column(Float)
+    detail: Mapped[str | None] = mapped_column(Text, nullable=True)

@@ -58,7 +58,8 @@ def _require_subscription(repo: Repository, cable_id: str, cpo_id: str) -> None:
 
 
 def request(ctx: Context, cable_id: str, cpo_id: str, blocks: Sequence[BlockQuantity], *, actor: str) -> RequestResult:
-    """A CPO asks for a new budget per block: above its budget is a request, below a hand-back."""
+    """A CPO asks for a new budget per block: above its budget is a request, below a hand-back.
+    The answer is the CPO's budget for those blocks from now on, so it counts as confirmed."""
     wanted = _blocks(blocks, "blocks", "capacity")
     with ctx.db.write((cable_id,)) as session:
         now = ctx.clock()  # under the lock
@@ -84,6 +85,7 @@ def request(ctx: Context, cable_id: str, cpo_id: str, blocks: Sequence[BlockQuan
             now, actor, "request", message, cable_id=cable_id, cpo_id=cpo_id, status=outcome.status.value
         )
         decision_id = commit(repo, horizon, decision, outcome.ledger, touched=wanted)
+        repo.confirm(cable_id, cpo_id, outcome.budgets, now)
     return RequestResult(decision_id, outcome.status, outcome.budgets)
 
 

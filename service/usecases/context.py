@@ -21,9 +21,11 @@ from service.domain.blocks import BLOCK, block_floor
 from service.domain.model import Cable
 from service.domain.ports import BaseLoadSource, StaticBaseLoad
 from service.settings import Settings
-from service.store import Database, DecisionRecord, Repository
+from service.store import Database, DecisionRecord, HoldRules, Repository
 
 log = logging.getLogger("gridcap.decisions")
+
+OFFLINE_AFTER_HEARTBEATS = 3  # a CPO silent for this many heartbeat intervals is offline
 
 
 def utc_now() -> datetime:
@@ -63,7 +65,7 @@ def open_book(
     Call within a write transaction that holds the cable's lock.
     """
     h_start, h_end = ctx.horizon(now)
-    book = repo.load_book(cable, start, end, usage_since=now - ctx.policy.usage_lookback)
+    book = repo.load_book(cable, start, end, usage_since=now - ctx.policy.usage_lookback, holds=hold_rules(ctx, now))
     existing = repo.block_starts(cable.id, h_start, h_end)
     missing = []
     cursor = h_start
@@ -76,6 +78,13 @@ def open_book(
     loads = ctx.base_loads.base_load(cable, missing)
     ledger = hand_out(book, [new_block(cable, s, loads[s]) for s in missing])
     return OpenedBook(book, missing, ledger)
+
+
+def hold_rules(ctx: Context, now: datetime) -> HoldRules:
+    return HoldRules(
+        expired_before=now - ctx.policy.reclaim_notice,
+        offline_before=now - OFFLINE_AFTER_HEARTBEATS * ctx.policy.heartbeat_interval,
+    )
 
 
 def commit(
@@ -99,13 +108,16 @@ def save_hand_out(
     *,
     touched: Iterable[datetime] = (),
 ) -> None:
-    """Save the blocks that entered the horizon (audited as a decision of their own) and `touched`."""
+    """Save the blocks that entered the horizon (audited as a decision of their own) and `touched`,
+    and owe every CPO whose budget changed a push, in the same transaction."""
     book, new_starts, handed = horizon
     starts = sorted({*new_starts, *touched})
-    check_invariants(book, starts)
-    check_blocks_follow_cable(book, starts)
     changes: list[BudgetChange] = [*handed.changes, *(ledger.changes if ledger else ())]
+    check_invariants(book, starts, changes)
+    check_blocks_follow_cable(book, starts)
     repo.save_book(book, starts, changes)
+    repo.note_reductions(book.cable.id, sorted({c.block_start for c in changes}), now)
+    repo.enqueue_pushes(book.cable.id, {c.cpo_id for c in changes}, now)
     if new_starts:
         message = f"{len(new_starts)} blocks entered the horizon and were handed out"
         _audit(repo, DecisionRecord(now, "system", "hand_out", message, cable_id=book.cable.id), handed)

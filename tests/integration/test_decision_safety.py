@@ -6,6 +6,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
+from alembic import command
 from sqlalchemy import inspect, text
 from test_usecases import H_END, T0, D, F, bq, last_decision, make_cable, standard_grid
 
@@ -13,7 +14,7 @@ from service.domain.allocation import AdjustStatus, BlockState
 from service.domain.errors import Conflict, InvalidInput
 from service.domain.model import LimitOverride
 from service.store import Database, Repository
-from service.store.tables import Base
+from service.store.engine import _alembic_config
 from service.usecases import Context, audit, capacity, grid
 
 
@@ -110,7 +111,9 @@ def test_reserve_share_and_voltage_are_kept_as_the_database_stores_them(c1: Cont
 
 def test_a_database_made_before_migrations_is_adopted(sqlite_url: str) -> None:
     db = Database(sqlite_url)
-    Base.metadata.create_all(db.engine)  # what init-db did before migrations
+    with db.engine.begin() as conn:  # the schema init-db made before migrations: revision 0001, unmarked
+        command.upgrade(_alembic_config(conn), "0001")
+        conn.exec_driver_sql("DROP TABLE alembic_version")
     db.create_schema()
     db.create_schema()
     with db.engine.connect() as conn:

@@ -1,0 +1,362 @@
+"""What the OSCP gateway asks of the service: a CPO's forecasts, its requests and reports, its
+heartbeats, and the pushes it is owed.
+
+The gateway (SOAP and JSON) maps wire messages to these functions and back; the decisions are
+the same use cases the REST API calls. Pushes leave through a `PeerLink` so this layer knows no
+transport: the outbox rows are written by every decision (see `context.save_hand_out`) and
+delivered here, after the transaction, in order per CPO.
+"""
+
+import logging
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Protocol
+
+from service.domain.allocation import Ledger, release_holds, share_freed
+from service.domain.blocks import BLOCK
+from service.domain.errors import InvalidInput, NotSubscribed
+from service.domain.model import Cable, Cpo
+from service.domain.units import ZERO, Unit
+from service.store import DecisionRecord, Repository
+from service.usecases import capacity
+from service.usecases.capacity import BlockQuantity, RequestResult
+from service.usecases.context import (
+    OFFLINE_AFTER_HEARTBEATS,
+    Context,
+    OpenedBook,
+    commit,
+    hold_rules,
+    open_book,
+    save_hand_out,
+)
+
+log = logging.getLogger("gridcap.oscp")
+
+MAX_FORECAST_BLOCKS = 192  # the contract's limit per CableCapacityForecast
+MAX_BACKOFF = timedelta(minutes=5)
+
+
+# --- what a CPO is told ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CpoForecast:
+    """A CPO's budget per block on one cable, in the cable's unit, and its backup capacity."""
+
+    cable_id: str
+    unit: Unit
+    budgets: dict[datetime, Decimal]  # block start -> budget
+    backup: Decimal
+
+
+def _forecast(repo: Repository, cable: Cable, cpo_id: str, starts: Sequence[datetime]) -> CpoForecast:
+    sub = repo.subscriptions(cable.id).get(cpo_id)
+    budgets = repo.budgets_of(cable.id, cpo_id, starts[0], starts[-1] + BLOCK) if starts else {}
+    return CpoForecast(
+        cable.id,
+        cable.unit,
+        {s: budgets.get(s, ZERO) for s in starts},
+        sub.guaranteed_minimum if sub else ZERO,
+    )
+
+
+def forecasts(ctx: Context, cpo_id: str, cable_id: str | None = None) -> list[CpoForecast]:
+    """GetCapacityForecast: the CPO's budgets for the horizon on one cable, or on every cable it
+    is subscribed to."""
+    with ctx.db.read() as session:
+        repo = Repository(session)
+        if cable_id is not None:
+            _require_subscription(repo, cable_id, cpo_id)
+            cable_ids = [cable_id]
+        else:
+            cable_ids = repo.cables_of_cpo(cpo_id)
+    for c in cable_ids:
+        capacity.ensure_horizon(ctx, c)
+    now = ctx.clock()
+    h_start, h_end = ctx.horizon(now)
+    with ctx.db.read() as session:
+        repo = Repository(session)
+        out = []
+        for c in cable_ids:
+            starts = sorted(repo.block_starts(c, h_start, h_end))[:MAX_FORECAST_BLOCKS]
+            out.append(_forecast(repo, repo.cable(c), cpo_id, starts))
+        return out
+
+
+def _require_subscription(repo: Repository, cable_id: str, cpo_id: str) -> None:
+    repo.cable(cable_id)  # raises UnknownCable
+    if cpo_id not in repo.subscriptions(cable_id):
+        raise NotSubscribed(f"you are not subscribed to cable {cable_id!r}; ask the DSO to subscribe you")
+
+
+def cable_unit(ctx: Context, cpo_id: str, cable_id: str) -> Cable:
+    """The cable a CPO addresses, after checking it may: its unit decides how quantities read."""
+    with ctx.db.read() as session:
+        repo = Repository(session)
+        _require_subscription(repo, cable_id, cpo_id)
+        return repo.cable(cable_id)
+
+
+# --- requests and reports ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AdjustResult:
+    result: RequestResult
+    forecast: CpoForecast
+    reason: str | None
+
+
+def request(ctx: Context, cpo_id: str, cable_id: str, blocks: Sequence[BlockQuantity]) -> AdjustResult:
+    """RequestAdjustedCapacity: the decision of the REST API, answered with the budgets after it."""
+    result = capacity.request(ctx, cable_id, cpo_id, blocks, actor=f"cpo:{cpo_id}")
+    with ctx.db.read() as session:
+        repo = Repository(session)
+        cable = repo.cable(cable_id)
+        sub = repo.subscriptions(cable_id).get(cpo_id)
+    forecast = CpoForecast(cable.id, cable.unit, result.budgets, sub.guaranteed_minimum if sub else ZERO)
+    asked = {b.start: b.value for b in blocks}
+    short = {s: asked[s] - got for s, got in result.budgets.items() if got < asked[s]}
+    reason = None
+    if short:
+        reason = (
+            f"{len(short)} of {len(asked)} blocks could not be granted in full (short by {sum(short.values())} "
+            f"{cable.unit} in total); the rest waits as a pending request and is pushed to you when capacity frees"
+        )
+    return AdjustResult(result, forecast, reason)
+
+
+def report_usage(ctx: Context, cpo_id: str, cable_id: str, blocks: Sequence[BlockQuantity]) -> int:
+    return capacity.report_usage(ctx, cable_id, cpo_id, blocks, actor=f"cpo:{cpo_id}")
+
+
+# --- presence and heartbeats ---------------------------------------------------------------------
+
+
+def seen(ctx: Context, cpo_id: str) -> None:
+    """The CPO was heard from: it answered us or called us with valid credentials."""
+    with ctx.db.write() as session:
+        Repository(session).seen(cpo_id, ctx.clock())
+
+
+@dataclass(frozen=True, slots=True)
+class Presence:
+    cpo_id: str
+    last_seen_at: datetime | None
+    online: bool
+
+
+def presence(ctx: Context) -> list[Presence]:
+    now = ctx.clock()
+    offline_before = now - OFFLINE_AFTER_HEARTBEATS * ctx.policy.heartbeat_interval
+    with ctx.db.read() as session:
+        repo = Repository(session)
+        last = repo.last_seen()
+        return [
+            Presence(c.id, last.get(c.id), c.id in last and last[c.id] >= offline_before) for c in repo.cpos()
+        ]
+
+
+class PeerUnreachable(Exception):
+    """A call to a CPO failed: transport, timeout, fault or an unreadable answer."""
+
+
+class PeerLink(Protocol):
+    """The calls the DSO makes to CPOs (the OSCP client implements it)."""
+
+    def push(self, cpo: Cpo, forecasts: Sequence[CpoForecast]) -> str | None:
+        """UpdateCableCapacityForecast; None when Accepted, else the CPO's reason for rejecting.
+        Raises PeerUnreachable."""
+        ...
+
+    def heartbeat(self, cpo: Cpo) -> None:
+        """Heartbeat; raises PeerUnreachable."""
+        ...
+
+
+def send_heartbeats(ctx: Context, link: PeerLink) -> dict[str, str]:
+    """Call Heartbeat on every CPO; returns the failures (cpo id -> why)."""
+    with ctx.db.read() as session:
+        cpos = Repository(session).cpos()
+    failed = {}
+    for cpo in cpos:
+        try:
+            link.heartbeat(cpo)
+        except PeerUnreachable as exc:
+            failed[cpo.id] = str(exc)
+            continue
+        seen(ctx, cpo.id)
+    return failed
+
+
+# --- the outbox ----------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class DeliveryResult:
+    delivered: dict[str, int] = field(default_factory=dict)  # cpo id -> outbox rows settled
+    failed: dict[str, str] = field(default_factory=dict)  # cpo id -> why
+
+
+def backoff(attempts: int) -> timedelta:
+    """5 s, 10 s, 20 s, ... up to 5 minutes, with jitter so CPOs that failed together retry apart."""
+    base = min(MAX_BACKOFF.total_seconds(), 5 * 2 ** min(attempts, 16))
+    return timedelta(seconds=base * random.uniform(0.8, 1.0))  # noqa: S311 - jitter, not a secret
+
+
+def deliver_pushes(ctx: Context, link: PeerLink) -> DeliveryResult:
+    """Deliver every due push: per CPO, one UpdateCableCapacityForecast with its current budgets on
+    each cable it is owed, rendered after every change the pushes stand for. Accepted pushes
+    confirm those budgets, which may free held capacity for others (and owe them pushes)."""
+    result = DeliveryResult()
+    with ctx.db.read() as session:
+        due = Repository(session).cpos_with_due_pushes(ctx.clock())
+    for cpo_id in due:
+        try:
+            settled = _deliver_to(ctx, link, cpo_id)
+        except PeerUnreachable as exc:
+            result.failed[cpo_id] = str(exc)
+            continue
+        result.delivered[cpo_id] = settled
+    return result
+
+
+def _deliver_to(ctx: Context, link: PeerLink, cpo_id: str) -> int:
+    now = ctx.clock()
+    h_start, h_end = ctx.horizon(now)
+    with ctx.db.read() as session:  # one snapshot: the rows and the budgets they stand for
+        repo = Repository(session)
+        cpo = repo.cpo(cpo_id)
+        rows = repo.pending_pushes(cpo_id)
+        ids = [r[0] for r in rows]
+        attempts = max((r[2] for r in rows), default=0)
+        cable_ids = list(dict.fromkeys(r[1] for r in rows))  # in the order they were owed
+        owed = []
+        for cable_id in cable_ids:
+            if not repo.cable_exists(cable_id):
+                continue  # the cable is gone: nothing left to tell
+            starts = sorted(repo.block_starts(cable_id, h_start, h_end))[:MAX_FORECAST_BLOCKS]
+            if starts:
+                owed.append(_forecast(repo, repo.cable(cable_id), cpo_id, starts))
+    if not ids:
+        return 0
+    try:
+        rejected = link.push(cpo, owed) if owed else None
+    except PeerUnreachable as exc:
+        _failed(ctx, ids, attempts, str(exc))
+        raise
+    if rejected is not None:
+        why = f"{cpo_id} rejected the push: {rejected}"
+        _failed(ctx, ids, attempts, why)
+        raise PeerUnreachable(why)
+    for forecast in owed:
+        confirm(ctx, cpo_id, forecast)
+    with ctx.db.write() as session:
+        repo = Repository(session)
+        repo.pushes_delivered(ids, ctx.clock())
+        repo.seen(cpo_id, ctx.clock())
+    return len(ids)
+
+
+def _failed(ctx: Context, ids: Sequence[int], attempts: int, why: str) -> None:
+    log.warning("push failed (attempt %d): %s", attempts + 1, why)
+    with ctx.db.write() as session:
+        Repository(session).pushes_failed(ids, why, ctx.clock() + backoff(attempts))
+
+
+def confirm(ctx: Context, cpo_id: str, forecast: CpoForecast) -> None:
+    """The CPO Accepted these budgets: record them, and share what it no longer holds."""
+    with ctx.db.write((forecast.cable_id,)) as session:
+        now = ctx.clock()  # under the lock
+        repo = Repository(session)
+        starts = sorted(forecast.budgets)
+        if not starts or not repo.cable_exists(forecast.cable_id):
+            return
+        cable = repo.cable(forecast.cable_id)
+        opened = open_book(repo, ctx, cable, now, start=starts[0], end=starts[-1] + BLOCK)
+        ledger = release_holds(opened.book, {(cpo_id, s): v for s, v in forecast.budgets.items()})
+        repo.confirm(forecast.cable_id, cpo_id, forecast.budgets, now)
+        _commit_shared(repo, opened, ledger, now, f"{cpo_id} confirmed its budgets on {cable.id}")
+
+
+def release_expired_holds(ctx: Context) -> dict[str, str]:
+    """Share capacity held for CPOs that left a lower budget unconfirmed for the whole notice
+    period while online. Returns the cables that failed (id -> why)."""
+    with ctx.db.read() as session:
+        cable_ids = [c.id for c in Repository(session).cables()]
+    failed = {}
+    for cable_id in cable_ids:
+        try:
+            _release_expired(ctx, cable_id)
+        except Exception as exc:  # one cable must not stop the others
+            log.exception("releasing expired holds on cable %s failed", cable_id)
+            failed[cable_id] = str(exc) or type(exc).__name__
+    return failed
+
+
+def _release_expired(ctx: Context, cable_id: str) -> None:
+    with ctx.db.write((cable_id,)) as session:
+        now = ctx.clock()  # under the lock
+        repo = Repository(session)
+        rules = hold_rules(ctx, now)
+        h_start, _ = ctx.horizon(now)
+        offline = repo.offline_cpos(rules.offline_before, repo.subscriptions(cable_id))
+        expired = [(c, s) for c, s in repo.expired_holds(cable_id, rules.expired_before, h_start) if c not in offline]
+        if not expired:
+            return
+        repo.drop_holds(cable_id, expired)
+        starts = sorted({s for _, s in expired})
+        opened = open_book(repo, ctx, repo.cable(cable_id), now, start=starts[0], end=starts[-1] + BLOCK)
+        ledger = share_freed(opened.book, starts)
+        cpos = ", ".join(sorted({c for c, _ in expired}))
+        _commit_shared(repo, opened, ledger, now, f"{cpos} left lower budgets unconfirmed past the notice period")
+
+
+def _commit_shared(repo: Repository, opened: OpenedBook, ledger: Ledger, now: datetime, why: str) -> None:
+    """Save freed capacity shared out (audited, pushed to those who got it), if any was."""
+    if not ledger.changes:
+        save_hand_out(repo, opened, now)
+        return
+    cable_id = opened.book.cable.id
+    decision = DecisionRecord(now, "system", "holds_released", why, cable_id=cable_id)
+    commit(repo, opened, decision, ledger, touched={c.block_start for c in ledger.changes})
+
+
+def to_cable_unit(value: Decimal, unit: str, cable: Cable, where: str) -> Decimal:
+    """A quantity a CPO sent, in the cable's unit: A for A cables; KW (or W) for KW cables."""
+    if cable.unit is Unit.AMPERE and unit == "A":
+        return value
+    if cable.unit is Unit.KILOWATT and unit in ("KW", "W"):
+        return value / 1000 if unit == "W" else value
+    accepted = "A" if cable.unit is Unit.AMPERE else "KW or W"
+    raise InvalidInput(f"{where}.unit is {unit}, but cable {cable.id} is managed in {cable.unit}; send {accepted}")
+
+
+# --- the message record ------------------------------------------------------------------------
+
+
+def record_messages(ctx: Context, rows: Sequence[dict[str, object]]) -> None:
+    with ctx.db.write() as session:
+        Repository(session).record_messages(rows)
+
+
+def messages(
+    ctx: Context, *, cpo_id: str | None = None, since_id: int = 0, limit: int = 100
+) -> list[dict[str, object]]:
+    if not 1 <= limit <= 1000:
+        raise InvalidInput("limit must be between 1 and 1000")
+    with ctx.db.read() as session:
+        return Repository(session).messages(cpo_id=cpo_id, since_id=since_id, limit=limit)
+
+
+def message_counts(ctx: Context) -> list[tuple[str, str, str, int]]:
+    with ctx.db.read() as session:
+        return Repository(session).message_counts()
+
+
+def outbox(ctx: Context) -> list[dict[str, object]]:
+    with ctx.db.read() as session:
+        return Repository(session).outbox()
