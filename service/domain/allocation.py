@@ -105,10 +105,19 @@ class BlockState:
 
     def grantable(self, cpo_id: str) -> Decimal:
         """What this CPO may be given: the unallocated capacity and what is held for itself."""
-        if self.allocated + self.held > self.available:
-            return ZERO  # over-promised until CPOs confirm: nothing may grow
+        if self.overpromised:
+            return ZERO  # nothing may grow until CPOs confirm
+        return self.unallocated + self.own_hold(cpo_id)
+
+    @property
+    def overpromised(self) -> bool:
+        """Capacity fell below what CPOs may still be using: it cannot be helped, only not worsened."""
+        return self.allocated + self.held > self.available
+
+    def own_hold(self, cpo_id: str) -> Decimal:
+        """What is held for this CPO above its budget: giving it back costs nobody anything."""
         told = self.told.get(cpo_id)
-        return self.unallocated + (_held(told, self.budgets.get(cpo_id, ZERO)) if told is not None else ZERO)
+        return _held(told, self.budgets.get(cpo_id, ZERO)) if told is not None else ZERO
 
     def assign(self, cpo_id: str, budget: Decimal) -> None:
         old = self.budgets.get(cpo_id, ZERO)
@@ -220,13 +229,15 @@ def _proportional(whole: Decimal, part: Decimal, total: Decimal) -> Decimal:
     return floor_grid(whole * part / total)
 
 
-def _serve_pending(block: BlockState, ledger: Ledger) -> None:
-    """Give a block's unallocated capacity to earlier unmet requests, oldest first."""
+def _serve_pending(block: BlockState, ledger: Ledger, *, from_own_hold: bool = True) -> None:
+    """Give a block's unallocated capacity to earlier unmet requests, oldest first; with
+    `from_own_hold`, also what is held for the requester itself."""
     if not block.pending:
         return
     for request in sorted(block.pending.values(), key=lambda p: (p.requested_at, p.cpo_id)):
         current = block.budgets.get(request.cpo_id, ZERO)
-        grant = min(request.target - current, block.grantable(request.cpo_id))
+        room = block.grantable(request.cpo_id) if from_own_hold else block.unallocated
+        grant = min(request.target - current, room)
         if grant > 0:
             ledger.set(block, request.cpo_id, current + grant, Reason.PENDING_SERVED)
         if current + max(grant, ZERO) >= request.target:  # served now, or met by another rule before
@@ -259,12 +270,22 @@ def _shrink_to_available(book: CableBook, block: BlockState, ledger: Ledger) -> 
 
 
 def _grow(book: CableBook, block: BlockState, ledger: Ledger) -> None:
-    """Share new headroom: restore minimums, serve waiting requests, then top up by weight."""
+    """Share new headroom: restore minimums, serve waiting requests, then top up by weight.
+
+    A CPO below its minimum first gets back what is held for it anyway. The top-up skips CPOs
+    that hold more than their budget: they get theirs when they confirm (`release_holds`)."""
     deficits = {
         cpo: sub.guaranteed_minimum - block.budgets.get(cpo, ZERO)
         for cpo, sub in book.subscriptions.items()
         if block.budgets.get(cpo, ZERO) < sub.guaranteed_minimum
     }
+    for cpo in [c for c in deficits if block.own_hold(c) > 0 and not block.overpromised]:
+        give = min(deficits[cpo], block.own_hold(cpo))
+        ledger.set(block, cpo, block.budgets.get(cpo, ZERO) + give, Reason.REALLOCATED_UP)
+        if give == deficits[cpo]:
+            del deficits[cpo]
+        else:
+            deficits[cpo] -= give
     if deficits:
         free = block.unallocated
         total_deficit = sum(deficits.values(), ZERO)
@@ -273,10 +294,11 @@ def _grow(book: CableBook, block: BlockState, ledger: Ledger) -> None:
             ledger.set(block, cpo, block.budgets.get(cpo, ZERO) + give, Reason.REALLOCATED_UP)
     _serve_pending(block, ledger)
     pool = floor_grid(block.available * (1 - book.cable.reserve_share)) - block.allocated - block.held
-    total_weight = sum((s.weight for s in book.subscriptions.values()), ZERO)
+    weights = {cpo: sub.weight for cpo, sub in book.subscriptions.items() if block.own_hold(cpo) == 0}
+    total_weight = sum(weights.values(), ZERO)
     if pool > 0 and total_weight > 0:
-        for cpo, sub in book.subscriptions.items():
-            extra = floor_grid(pool * sub.weight / total_weight)
+        for cpo, weight in weights.items():
+            extra = floor_grid(pool * weight / total_weight)
             if extra > 0:
                 ledger.set(block, cpo, block.budgets.get(cpo, ZERO) + extra, Reason.REALLOCATED_UP)
 
@@ -297,7 +319,7 @@ def check_invariants(
                 f"cable {book.cable.id} block {start.isoformat()}: budgets {block.allocated} would "
                 f"exceed available {block.available}"
             )
-        if start in raised and block.allocated + block.held > block.available:
+        if start in raised and block.overpromised:
             raise InvariantViolation(
                 f"cable {book.cable.id} block {start.isoformat()}: a budget was raised although budgets "
                 f"{block.allocated} and unconfirmed holds {block.held} exceed available {block.available}"
@@ -459,7 +481,7 @@ def resubscribe(book: CableBook, *, now: datetime, policy: Policy) -> Ledger:
     """
     ledger = Ledger()
     for block in book.blocks.values():
-        for cpo in [c for c in {*block.budgets, *block.pending} if c not in book.subscriptions]:
+        for cpo in [c for c in {*block.budgets, *block.pending, *block.told} if c not in book.subscriptions]:
             ledger.set(block, cpo, ZERO, Reason.SUBSCRIPTION_ENDED)
             block.drop(cpo)
         if block.start >= now + policy.reclaim_notice:
@@ -468,13 +490,13 @@ def resubscribe(book: CableBook, *, now: datetime, policy: Policy) -> Ledger:
             for cpo, target in ordered:  # decreases first, so the sum never exceeds available
                 current = block.budgets.get(cpo, ZERO)
                 if target >= current:
-                    new, reason = min(target, current + block.unallocated), Reason.REALLOCATED_UP  # holds first
+                    new, reason = min(target, current + block.grantable(cpo)), Reason.REALLOCATED_UP  # holds first
                 else:  # below a minimum only when the minimums cannot all be met
                     new, reason = target, Reason.MINIMUMS_INFEASIBLE if alert else Reason.REALLOCATED_DOWN
                 ledger.set(block, cpo, new, reason)
             if alert:
                 ledger.alerts.append(f"{alert} (block {block.start.isoformat()})")
-            _serve_pending(block, ledger)
+            _serve_pending(block, ledger, from_own_hold=False)  # a hold taken for minimums stays taken
         else:
             _shrink_to_available(book, block, ledger)
             _grow(book, block, ledger)

@@ -28,6 +28,7 @@ from service.domain.allocation import (
     hand_out,
     new_block,
     reallocate,
+    release_holds,
     request_capacity,
     resubscribe,
 )
@@ -96,6 +97,7 @@ class AllocationMachine(RuleBasedStateMachine):
         # are inside the reclaim notice, some after it.
         self.now = T0 - timedelta(minutes=data.draw(st.integers(-20, 90), label="now_before_t0"))
         self.book = CableBook(cable=cable, subscriptions=subs, blocks={})
+        self.told: dict[tuple[str, datetime], Decimal] = {}  # what each CPO confirmed, per block
         self.usage = {}
         for cpo in subs:  # some CPOs have reported usage from the start: reclaimable budget
             peak = data.draw(st.one_of(st.none(), caps(20)), label=f"{cpo}.usage_peak")
@@ -141,6 +143,12 @@ class AllocationMachine(RuleBasedStateMachine):
             state[change.block_start][change.cpo_id] = change.new
         after, _ = self._snapshot()
         assert flat(state) == flat(after), "ledger does not reproduce the new budgets"
+        for start in {c.block_start for c in ledger.changes if c.new > c.old}:
+            block = self.book.blocks[start]
+            promised = sum(
+                (max(b, self.told.get((cpo, start), ZERO)) for cpo, b in block.budgets.items()), ZERO
+            ) + sum((t for (cpo, s), t in self.told.items() if s == start and cpo not in block.budgets), ZERO)
+            assert promised <= block.available, f"block {start}: raised while {promised} is promised"
 
     @staticmethod
     def _check_served_pending(change: BudgetChange, pending_before: Pendings) -> None:
@@ -213,8 +221,13 @@ class AllocationMachine(RuleBasedStateMachine):
         }
 
         outcome = request_capacity(book, cpo, wanted, now=self.now, policy=self.policy)
+        for start in wanted:  # the requester knows its answer: it confirms those budgets
+            self.told.pop((cpo, start), None)
 
         self._check_replay(before, outcome.ledger)
+        for start, budget in outcome.budgets.items():
+            book.blocks[start].release(cpo, budget)  # as the store loads it next time
+            self.told[(cpo, start)] = budget
         assert outcome.ledger.alerts == []
         for change in outcome.ledger.changes:
             assert change.block_start in wanted, f"changed a block that was not requested: {change}"
@@ -297,7 +310,11 @@ class AllocationMachine(RuleBasedStateMachine):
                 partly += 1
             else:
                 nothing += 1
-                assert flat({start: before[start]}) == flat({start: block.budgets}), "rejected but changed"
+                # nothing granted: at most budget taken from others for this request, still held for them
+                moved = [c for c in outcome.ledger.changes if c.block_start == start]
+                assert all(c.reason is Reason.RECLAIMED_UNUSED for c in moved), f"rejected but changed: {moved}"
+                if moved:
+                    assert block.held >= sum((c.old - c.new for c in moved), ZERO), "reclaimed but not held"
         event(f"request: {outcome.status}")
         if partly == nothing == 0:
             assert outcome.status is AdjustStatus.ACCEPTED
@@ -355,15 +372,17 @@ class AllocationMachine(RuleBasedStateMachine):
             assert not alerted(ledger, start), "alert although the minimums fit"
         if block.available <= available_before or allocated_before > block.available:
             return
-        # grown: minimums restored when the headroom allows, the rest shared out by weight
+        # grown: minimums restored when the headroom allows (what is held for CPOs that have yet to
+        # confirm lower budgets is not headroom), the rest shared out by weight among the others
         subs = book.subscriptions
         deficit = sum((max(ZERO, s.guaranteed_minimum - old.get(cpo, ZERO)) for cpo, s in subs.items()), ZERO)
-        if deficit <= block.available - allocated_before:
+        held_before = sum((max(ZERO, t - old.get(cpo, ZERO)) for cpo, t in block.told.items()), ZERO)
+        if deficit <= block.available - allocated_before - held_before:
             for cpo, s in subs.items():
                 assert block.budgets.get(cpo, ZERO) >= s.guaranteed_minimum, f"minimum of {cpo} not restored"
         distributable = floor_grid(block.available * (1 - book.cable.reserve_share))
-        if any(s.weight > 0 for s in subs.values()):
-            assert block.allocated + len(subs) * GRID >= distributable, "headroom not shared out"
+        if any(s.weight > 0 and block.own_hold(cpo) == 0 for cpo, s in subs.items()):
+            assert block.allocated + block.held + len(subs) * GRID >= distributable, "headroom not shared out"
 
     def _resubscribe(self) -> None:
         book = self.book
@@ -371,6 +390,7 @@ class AllocationMachine(RuleBasedStateMachine):
         notice_from = self.now + self.policy.reclaim_notice
 
         ledger = resubscribe(book, now=self.now, policy=self.policy)
+        self.told = {key: t for key, t in self.told.items() if key[0] in book.subscriptions}  # dropped with them
 
         self._check_replay(before, ledger)
         subs = book.subscriptions
@@ -390,6 +410,8 @@ class AllocationMachine(RuleBasedStateMachine):
             assert set(block.budgets) <= set(subs)
             assert set(block.pending) <= set(subs)
             if start < notice_from:
+                continue
+            if block.held:  # what is held is handed out afresh once the CPOs holding it confirm
                 continue
             if total_min <= block.available:  # far blocks are handed out afresh
                 assert all(block.budgets.get(c, ZERO) >= s.guaranteed_minimum for c, s in subs.items())
@@ -421,12 +443,48 @@ class AllocationMachine(RuleBasedStateMachine):
         self.book.subscriptions[cpo] = self._draw_subscription(data, cpo)
         self._resubscribe()
 
+    @precondition(lambda self: bool(self.book.subscriptions))
+    @rule(data=st.data())
+    def confirm(self, data: st.DataObject) -> None:
+        """A CPO Accepted a push of its current budgets: what it no longer holds is shared."""
+        cpo = data.draw(st.sampled_from(sorted(self.book.subscriptions)), label="confirming")
+        starts = data.draw(st.lists(st.sampled_from(sorted(self.book.blocks)), min_size=1, max_size=6, unique=True))
+        values = {(cpo, s): self.book.blocks[s].budgets.get(cpo, ZERO) for s in starts}
+        before, pending_before = self._snapshot()
+        ledger = release_holds(self.book, values)
+        self.told.update(values)
+        self._check_replay(before, ledger)
+        for change in ledger.changes:
+            assert change.new > change.old, f"a confirmation took budget away: {change}"
+            assert change.reason in (Reason.REALLOCATED_UP, Reason.PENDING_SERVED), change
+            if change.reason is Reason.PENDING_SERVED:
+                self._check_served_pending(change, pending_before)
+
+    @precondition(lambda self: bool(self.told))
+    @rule(data=st.data())
+    def expire_hold(self, data: st.DataObject) -> None:
+        """A CPO left a lower budget unconfirmed past the notice period: its hold ends."""
+        cpo, start = data.draw(st.sampled_from(sorted(self.told)), label="expiring")
+        before, _ = self._snapshot()
+        del self.told[(cpo, start)]
+        ledger = release_holds(self.book, {(cpo, start): None})
+        self._check_replay(before, ledger)
+        assert all(c.new > c.old for c in ledger.changes), ledger.changes
+
     @rule(minutes=st.integers(1, 40))
     def advance_time(self, minutes: int) -> None:
         self.now += timedelta(minutes=minutes)
 
     # ------------------------------------------------------------------------------------------
     # invariants, computed here and by the code under test
+
+    @invariant()
+    def holds_follow_what_cpos_confirmed(self) -> None:
+        for start, block in self.book.blocks.items():
+            told = {cpo: t for (cpo, s), t in self.told.items() if s == start}
+            assert block.told == told, f"block {start}: told {block.told} != confirmed {told}"
+            held = sum((max(ZERO, t - block.budgets.get(c, ZERO)) for c, t in told.items()), ZERO)
+            assert block.held == held, f"block {start}: held {block.held} != {held}"
 
     @invariant()
     def safety(self) -> None:
