@@ -51,3 +51,15 @@ def power_kw_from_current_a(current_a: Decimal, *, phases: int, voltage_v: Decim
 def current_a_from_power_kw(power_kw: Decimal, *, phases: int, voltage_v: Decimal) -> Decimal:
     """Per-phase current of a balanced load of `power_kw` spread over `phases` phases."""
     return power_kw * 1000 / (phases * voltage_v)
+
+
+def in_cable_unit(value: Decimal, unit: str, cable_unit: Unit, field: str) -> Decimal:
+    """A quantity sent in `unit` as one in the cable's unit: A for cables managed in A (current per
+    phase); KW or W for cables managed in KW. Current and power do not convert without a power
+    factor, so a mismatch is refused rather than guessed."""
+    if cable_unit is Unit.AMPERE and unit == "A":
+        return value
+    if cable_unit is Unit.KILOWATT and unit in ("KW", "W"):
+        return to_capacity(value / 1000, field) if unit == "W" else value
+    accepted = "A" if cable_unit is Unit.AMPERE else "KW or W"
+    raise InvalidInput(f"{field} is in {unit}, but the cable is managed in {cable_unit}; send {accepted}")

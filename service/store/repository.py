@@ -42,14 +42,26 @@ class Repository:
 
     def __init__(self, session: Session) -> None:
         self.session = session
+        # Read once per transaction: a decision asks for its cable and subscriptions several times.
+        # Every method that writes those tables forgets them.
+        self._cables: dict[str, Cable] = {}
+        self._subscriptions: dict[str, dict[str, Subscription]] = {}
+
+    def _forget(self, cable_id: str) -> None:
+        self._cables.pop(cable_id, None)
+        self._subscriptions.pop(cable_id, None)
 
     # --- cables -------------------------------------------------------------------------------
 
     def cable(self, cable_id: str) -> Cable:
+        known = self._cables.get(cable_id)
+        if known is not None:
+            return known
         row = self.session.get(CableRow, cable_id)
         if row is None:
             raise UnknownCable(f"cable {cable_id!r} does not exist; list the cables to see which do")
-        return self._cable(row, self._overrides(cable_id))
+        cable = self._cables[cable_id] = self._cable(row, self._overrides(cable_id))
+        return cable
 
     def cables(self) -> list[Cable]:
         overrides: dict[str, list[LimitOverride]] = {}
@@ -83,6 +95,7 @@ class Repository:
         )
 
     def save_cable(self, cable: Cable, now: datetime) -> None:
+        self._forget(cable.id)
         row = self.session.get(CableRow, cable.id)
         if row is None:
             row = CableRow(id=cable.id, created_at=now)
@@ -93,6 +106,7 @@ class Repository:
         self.session.flush()
 
     def delete_cable(self, cable_id: str) -> None:
+        self._forget(cable_id)
         self.session.execute(delete(BudgetRow).where(BudgetRow.cable_id == cable_id))
         self.session.execute(delete(PendingRequestRow).where(PendingRequestRow.cable_id == cable_id))
         self.session.execute(delete(UsageRow).where(UsageRow.cable_id == cable_id))
@@ -102,6 +116,7 @@ class Repository:
         self.session.execute(delete(CableRow).where(CableRow.id == cable_id))
 
     def add_override(self, cable_id: str, override: LimitOverride) -> LimitOverride:
+        self._forget(cable_id)
         row = LimitOverrideRow(
             cable_id=cable_id, start=override.start, end=override.end, limit=override.limit, reason=override.reason
         )
@@ -110,6 +125,7 @@ class Repository:
         return _override(row)
 
     def delete_override(self, cable_id: str, override_id: int) -> bool:
+        self._forget(cable_id)
         result = self.session.execute(
             delete(LimitOverrideRow).where(LimitOverrideRow.cable_id == cable_id, LimitOverrideRow.id == override_id)
         )
@@ -181,10 +197,13 @@ class Repository:
     # --- subscriptions ------------------------------------------------------------------------
 
     def subscriptions(self, cable_id: str) -> dict[str, Subscription]:
-        rows = self.session.scalars(
-            select(SubscriptionRow).where(SubscriptionRow.cable_id == cable_id).order_by(SubscriptionRow.cpo_id)
-        )
-        return {r.cpo_id: _subscription(r) for r in rows}
+        known = self._subscriptions.get(cable_id)
+        if known is None:
+            rows = self.session.scalars(
+                select(SubscriptionRow).where(SubscriptionRow.cable_id == cable_id).order_by(SubscriptionRow.cpo_id)
+            )
+            known = self._subscriptions[cable_id] = {r.cpo_id: _subscription(r) for r in rows}
+        return dict(known)  # a copy: callers (the allocation rules) may change theirs
 
     def cables_of_cpo(self, cpo_id: str) -> list[str]:
         return list(
@@ -196,6 +215,7 @@ class Repository:
         )
 
     def save_subscription(self, sub: Subscription) -> None:
+        self._forget(sub.cable_id)
         row = self.session.get(SubscriptionRow, (sub.cable_id, sub.cpo_id))
         if row is None:
             row = SubscriptionRow(cable_id=sub.cable_id, cpo_id=sub.cpo_id)
@@ -204,6 +224,7 @@ class Repository:
         self.session.flush()
 
     def delete_subscription(self, cable_id: str, cpo_id: str) -> None:
+        self._forget(cable_id)
         self.session.execute(
             delete(SubscriptionRow).where(SubscriptionRow.cable_id == cable_id, SubscriptionRow.cpo_id == cpo_id)
         )
@@ -487,11 +508,11 @@ class Repository:
             .group_by(o.cpo_id)
             .order_by(o.cpo_id)
         )
-        errors = dict(
-            self.session.execute(
-                select(o.cpo_id, o.last_error).where(o.delivered_at.is_(None), o.last_error.is_not(None)).order_by(o.id)
-            ).tuples()
-        )
+        errors: dict[str, str] = {}
+        for cpo_id, error in self.session.execute(
+            select(o.cpo_id, o.last_error).where(o.delivered_at.is_(None), o.last_error.is_not(None)).order_by(o.id)
+        ):
+            errors[cpo_id] = error  # the newest
         return [{**row._asdict(), "last_error": errors.get(row.cpo_id)} for row in rows]
 
     # --- OSCP message record -------------------------------------------------------------------
@@ -515,7 +536,7 @@ class Repository:
             .group_by(m.direction, m.operation, m.outcome)
             .order_by(m.direction, m.operation, m.outcome)
         )
-        return [(d, o, out, int(n)) for d, o, out, n in rows.tuples()]
+        return [(d, o, out, int(n)) for d, o, out, n in rows]
 
     # --- audit --------------------------------------------------------------------------------
 

@@ -12,7 +12,8 @@ from decimal import Decimal
 from service.domain.allocation import AdjustStatus, available_capacity, request_capacity
 from service.domain.blocks import BLOCK, aligned, block_of, block_starts
 from service.domain.errors import InvalidInput, NotSubscribed
-from service.domain.units import ZERO, to_capacity
+from service.domain.model import Cable
+from service.domain.units import ZERO, Unit, in_cable_unit, to_capacity
 from service.store import DecisionRecord, Repository
 from service.usecases.context import Context, commit, open_book, save_hand_out
 
@@ -28,13 +29,28 @@ class BlockQuantity:
     start: datetime
     end: datetime
     value: Decimal
+    unit: str | None = None  # the unit `value` is in as sent (A, KW, W); None: the cable's own
 
 
 @dataclass(frozen=True, slots=True)
 class RequestResult:
     decision_id: int
     status: AdjustStatus
-    budgets: dict[datetime, Decimal]
+    budgets: dict[datetime, Decimal]  # the requester's budget per requested block, afterwards
+    unit: Unit  # the cable's, which budgets are in
+    backup: Decimal  # the requester's backup capacity on the cable: its guaranteed minimum
+
+
+def _in_cable_unit(
+    values: dict[datetime, Decimal], items: Sequence[BlockQuantity], cable: Cable, field: str, quantity: str
+) -> dict[datetime, Decimal]:
+    """`values` (from `_blocks(items)`, in the same order) in the cable's unit."""
+    if all(item.unit is None for item in items):
+        return values
+    return {
+        start: value if item.unit is None else in_cable_unit(value, item.unit, cable.unit, f"{field}[{i}].{quantity}")
+        for i, ((start, value), item) in enumerate(zip(values.items(), items, strict=True))
+    }
 
 
 def _blocks(items: Sequence[BlockQuantity], field: str, quantity: str) -> dict[datetime, Decimal]:
@@ -57,10 +73,12 @@ def _require_subscription(repo: Repository, cable_id: str, cpo_id: str) -> None:
         raise NotSubscribed(f"CPO {cpo_id!r} is not subscribed to cable {cable_id!r}")
 
 
-def request(ctx: Context, cable_id: str, cpo_id: str, blocks: Sequence[BlockQuantity], *, actor: str) -> RequestResult:
+def request(
+    ctx: Context, cable_id: str, cpo_id: str, blocks: Sequence[BlockQuantity], *, actor: str, field: str = "blocks"
+) -> RequestResult:
     """A CPO asks for a new budget per block: above its budget is a request, below a hand-back.
     The answer is the CPO's budget for those blocks from now on, so it counts as confirmed."""
-    wanted = _blocks(blocks, "blocks", "capacity")
+    wanted = _blocks(blocks, field, "capacity")
     with ctx.db.write((cable_id,)) as session:
         now = ctx.clock()  # under the lock
         h_start, h_end = ctx.horizon(now)
@@ -76,6 +94,7 @@ def request(ctx: Context, cable_id: str, cpo_id: str, blocks: Sequence[BlockQuan
         repo = Repository(session)
         _require_subscription(repo, cable_id, cpo_id)
         cable = repo.cable(cable_id)
+        wanted = _in_cable_unit(wanted, blocks, cable, field, "capacity")
         horizon = open_book(repo, ctx, cable, now, start=min(wanted), end=max(wanted) + BLOCK)
         outcome = request_capacity(horizon.book, cpo_id, wanted, now=now, policy=ctx.policy)
         asked = sum(wanted.values(), ZERO)
@@ -86,12 +105,15 @@ def request(ctx: Context, cable_id: str, cpo_id: str, blocks: Sequence[BlockQuan
         )
         decision_id = commit(repo, horizon, decision, outcome.ledger, touched=wanted)
         repo.confirm(cable_id, cpo_id, outcome.budgets, now)
-    return RequestResult(decision_id, outcome.status, outcome.budgets)
+        backup = horizon.book.minimum(cpo_id)
+    return RequestResult(decision_id, outcome.status, outcome.budgets, cable.unit, backup)
 
 
-def report_usage(ctx: Context, cable_id: str, cpo_id: str, blocks: Sequence[BlockQuantity], *, actor: str) -> int:
+def report_usage(
+    ctx: Context, cable_id: str, cpo_id: str, blocks: Sequence[BlockQuantity], *, actor: str, field: str = "blocks"
+) -> int:
     """A CPO reports its measured average load per block; only blocks that have begun."""
-    usage = _blocks(blocks, "blocks", "average_usage")
+    usage = _blocks(blocks, field, "average_usage")
     with ctx.db.write((cable_id,)) as session:
         now = ctx.clock()  # under the lock
         for start in usage:
@@ -99,6 +121,7 @@ def report_usage(ctx: Context, cable_id: str, cpo_id: str, blocks: Sequence[Bloc
                 raise InvalidInput(f"block {start.isoformat()} has not begun; report usage only for measured blocks")
         repo = Repository(session)
         _require_subscription(repo, cable_id, cpo_id)
+        usage = _in_cable_unit(usage, blocks, repo.cable(cable_id), field, "average_usage")
         repo.save_usage(cable_id, cpo_id, usage, now)
         message = f"{cpo_id} reported usage for {len(usage)} blocks, peak {max(usage.values())}"
         return repo.record(DecisionRecord(now, actor, "usage_reported", message, cable_id=cable_id, cpo_id=cpo_id), [])

@@ -17,7 +17,7 @@ from service.domain.allocation import (
     hand_out,
     new_block,
 )
-from service.domain.blocks import BLOCK, block_floor
+from service.domain.blocks import BLOCK, block_floor, block_starts
 from service.domain.model import Cable
 from service.domain.ports import BaseLoadSource, StaticBaseLoad
 from service.settings import Settings
@@ -66,15 +66,10 @@ def open_book(
     """
     h_start, h_end = ctx.horizon(now)
     book = repo.load_book(cable, start, end, usage_since=now - ctx.policy.usage_lookback, holds=hold_rules(ctx, now))
-    existing = repo.block_starts(cable.id, h_start, h_end)
-    missing = []
-    cursor = h_start
-    while cursor < h_end:
-        if cursor not in existing:
-            missing.append(cursor)
-        cursor += BLOCK
-    if not missing:
+    if repo.block_count(cable.id, h_start, h_end) == (h_end - h_start) // BLOCK:  # the usual case, and cheap
         return OpenedBook(book, [], Ledger())
+    existing = repo.block_starts(cable.id, h_start, h_end)
+    missing = [s for s in block_starts(h_start, h_end) if s not in existing]
     loads = ctx.base_loads.base_load(cable, missing)
     ledger = hand_out(book, [new_block(cable, s, loads[s]) for s in missing])
     return OpenedBook(book, missing, ledger)
