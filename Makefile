@@ -26,7 +26,7 @@ install: $(STAMP) ## Create .venv and install gridcap with dev extras
 run: install ## Initialise the demo database in var/ and serve (port: GRIDCAP_PORT, default 8080)
 	mkdir -p var
 	$(BIN)/gridcap init-db --demo
-	exec $(BIN)/gridcap serve
+	exec $(BIN)/gridcap serve --with-scheduler
 
 test: install ## Run the test suite against real servers started for the run
 	$(WITH_SERVERS) $(BIN)/python -m pytest $(PYTEST_ARGS)

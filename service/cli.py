@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from types import FrameType
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from sqlalchemy import inspect as sql_inspect
 from sqlalchemy.engine import make_url
@@ -33,6 +33,10 @@ from service.domain.model import Binding, Cable, Cpo, LimitOverride, Subscriptio
 from service.domain.units import Unit
 from service.settings import ConfigError, Settings, load_settings, read_token_file
 from service.usecases import Context, audit, build_context, capacity, cpos, grid
+
+if TYPE_CHECKING:
+    from apscheduler.schedulers.background import BackgroundScheduler
+    from flask import Flask
 
 log = logging.getLogger("gridcap.cli")
 
@@ -234,6 +238,24 @@ def _shown_token(settings: Settings, token: str) -> str:
     return f"(from {source}; not shown)"
 
 
+def _scheduler(settings: Settings, app: "Flask") -> "BackgroundScheduler":
+    """The OSCP jobs on the app's context, calling CPOs as the DSO (settings oscp_username/password)."""
+    from service.app import wiring
+    from service.jobs.scheduler import build_scheduler
+    from service.oscp.v1.client import OscpClient
+    from service.oscp.v1.gateway import WSDL_DIR
+    from service.oscp.v1.link import OscpPeerLink
+
+    wired = wiring(app)
+    client = OscpClient(
+        wsdl_dir=WSDL_DIR,
+        username=settings.oscp_username,
+        password=settings.oscp_password,
+        timeout_s=settings.oscp_push_timeout_s,
+    )
+    return build_scheduler(wired.ctx, OscpPeerLink(client, wired.recorder))
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     settings = load_settings()
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
@@ -244,9 +266,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     import waitress
 
-    from service.app import create_app
+    from service.app import create_app, wiring
 
     app = create_app(settings)
+    scheduler = _scheduler(settings, app) if args.with_scheduler else None
     try:
         server = waitress.create_server(app, host=settings.host, port=settings.port, threads=settings.threads)
     except OSError as exc:
@@ -262,6 +285,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             ("  Swagger UI", f"{base}/api/v1/docs"),
             ("  OpenAPI", f"{base}/api/v1/openapi.json"),
             ("  Health", f"{base}/api/v1/health"),
+            ("  OSCP SOAP", f"{base}/oscp/1.0/soap (WSDL: {base}/oscp/1.0/soap?wsdl)"),
+            ("  OSCP JSON", f"{base}/oscp/1.0/json/<Operation> (schemas: {base}/oscp/1.0/json/schema)"),
+            ("  Jobs", "pushes, heartbeats and hand-outs running" if scheduler else "not running (--with-scheduler)"),
             ("  Admin token", _shown_token(settings, token)),
         ]
     )
@@ -289,13 +315,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, stop)
+    if scheduler is not None:
+        scheduler.start()
     try:
         server.run()  # returns on Ctrl-C or SIGTERM (waitress catches the KeyboardInterrupt)
     except KeyboardInterrupt:
         pass
     finally:
         signal.signal(signal.SIGTERM, previous)
+        if scheduler is not None:
+            scheduler.shutdown(wait=True)
         server.close()
+        wiring(app).close()
     print("gridcap: stopped", flush=True)
     return 0
 
@@ -958,6 +989,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = b.command(commands, "serve", cmd_serve, help_)
     p.add_argument("--host", help="address to listen on (default: setting host, 127.0.0.1)")
     p.add_argument("--port", type=_int_between(1, 65535), help="port (default: GRIDCAP_PORT or 8080)")
+    p.add_argument(
+        "--with-scheduler",
+        action="store_true",
+        help="also run the jobs: push budget changes to CPOs, heartbeats, hand out new blocks",
+    )
 
     help_ = "create or migrate the database schema, and an admin token file if no token is configured"
     p = b.command(commands, "init-db", cmd_init_db, help_)

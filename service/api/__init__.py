@@ -5,13 +5,14 @@ and dumps the result. Every route but /health needs the admin token; the OpenAPI
 (/api/v1/openapi.json) and Swagger UI (/api/v1/docs) are public, as they hold no data.
 """
 
+from collections.abc import Callable
 from typing import Any
 
 import flask_smorest
 from flask import Flask, Response
 from werkzeug.exceptions import HTTPException
 
-from service.api import audit, cables, capacity, cpos, docs, health
+from service.api import audit, cables, capacity, cpos, docs, health, oscp
 from service.api.auth import protect
 from service.api.errors import handle_domain_error, handle_http_error, handle_unexpected
 from service.domain.errors import GridcapError
@@ -34,7 +35,9 @@ class _Api(flask_smorest.Api):  # type: ignore[misc]  # untyped library
         return handle_http_error(error)
 
 
-def register_api(app: Flask, ctx: Context, *, admin_token: str) -> None:
+def register_api(
+    app: Flask, ctx: Context, *, admin_token: str, flush_record: Callable[[], None] = lambda: None
+) -> None:
     """Mount the API, its docs and its error handlers on `app`; routes call use cases on `ctx`."""
     app.config.update(
         API_TITLE="gridcap",
@@ -51,8 +54,7 @@ def register_api(app: Flask, ctx: Context, *, admin_token: str) -> None:
         "bearerAuth", {"type": "http", "scheme": "bearer", "description": "the admin token"}
     )
     api.register_blueprint(health.blueprint(ctx))
-    for module in (cables, cpos, capacity, audit):
-        blp = module.blueprint(ctx)
+    for blp in (*(m.blueprint(ctx) for m in (cables, cpos, capacity, audit)), oscp.blueprint(ctx, flush_record)):
         protect(blp, admin_token)
         api.register_blueprint(blp)
     app.register_blueprint(docs.assets_blueprint())

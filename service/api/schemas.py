@@ -312,3 +312,60 @@ class DecisionsSchema(ma.Schema):
 class HealthSchema(ma.Schema):
     status = fields.String(metadata={"example": "ok"})
     database = fields.String(metadata={"example": "ok"})
+
+
+class PresenceSchema(ma.Schema):
+    cpo_id = fields.String()
+    last_seen_at = Moment(allow_none=True, metadata={"description": "last call in, or answer to a call out"})
+    online = fields.Boolean(metadata={"description": "heard from within three heartbeat intervals"})
+
+
+class PresenceListSchema(ma.Schema):
+    cpos = fields.List(fields.Nested(PresenceSchema))
+
+
+class OutboxEntrySchema(ma.Schema):
+    cpo_id = fields.String()
+    depth = fields.Integer(metadata={"description": "undelivered pushes (one per decision that changed a budget)"})
+    oldest = Moment(metadata={"description": "when the oldest undelivered push was owed"})
+    attempts = fields.Integer()
+    next_attempt_at = Moment()
+    last_error = fields.String(allow_none=True)
+
+
+class OutboxSchema(ma.Schema):
+    cpos = fields.List(fields.Nested(OutboxEntrySchema))
+
+
+class MessageQuerySchema(Strict):
+    cpo_id = text(data_key="cpo", metadata={"description": "only this CPO"})
+    since_id = fields.Integer(validate=validate.Range(min=0), metadata={"description": "only records after this id"})
+    limit = fields.Integer(metadata={"description": "at most this many, oldest first (1-1000, default 100)"})
+
+
+class MessageSchema(ma.Schema):
+    id = fields.Integer()
+    at = Moment()
+    direction = fields.String(metadata={"description": "in (a CPO called) or out (the DSO called)"})
+    cpo_id = fields.String(allow_none=True)
+    binding = fields.String()
+    operation = fields.String()
+    outcome = fields.String(metadata={"description": "ok, a FaultCode, Rejected, or Unreachable"})
+    http_status = fields.Integer(allow_none=True)
+    duration_ms = fields.Float()
+    detail = fields.String(allow_none=True)
+
+
+class MessagesSchema(ma.Schema):
+    messages = fields.List(fields.Nested(MessageSchema))
+
+
+class MessageCountSchema(ma.Schema):
+    direction = fields.String()
+    operation = fields.String()
+    outcome = fields.String()
+    count = fields.Integer()
+
+
+class MessageCountsSchema(ma.Schema):
+    counts = fields.List(fields.Nested(MessageCountSchema))

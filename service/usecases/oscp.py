@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Protocol
 
-from service.domain.allocation import Ledger, release_holds, share_freed
+from service.domain.allocation import AdjustStatus, Ledger, release_holds, share_freed
 from service.domain.blocks import BLOCK
 from service.domain.errors import InvalidInput, NotSubscribed
 from service.domain.model import Cable, Cpo
@@ -92,14 +92,6 @@ def _require_subscription(repo: Repository, cable_id: str, cpo_id: str) -> None:
         raise NotSubscribed(f"you are not subscribed to cable {cable_id!r}; ask the DSO to subscribe you")
 
 
-def cable_unit(ctx: Context, cpo_id: str, cable_id: str) -> Cable:
-    """The cable a CPO addresses, after checking it may: its unit decides how quantities read."""
-    with ctx.db.read() as session:
-        repo = Repository(session)
-        _require_subscription(repo, cable_id, cpo_id)
-        return repo.cable(cable_id)
-
-
 # --- requests and reports ------------------------------------------------------------------------
 
 
@@ -112,25 +104,20 @@ class AdjustResult:
 
 def request(ctx: Context, cpo_id: str, cable_id: str, blocks: Sequence[BlockQuantity]) -> AdjustResult:
     """RequestAdjustedCapacity: the decision of the REST API, answered with the budgets after it."""
-    result = capacity.request(ctx, cable_id, cpo_id, blocks, actor=f"cpo:{cpo_id}")
-    with ctx.db.read() as session:
-        repo = Repository(session)
-        cable = repo.cable(cable_id)
-        sub = repo.subscriptions(cable_id).get(cpo_id)
-    forecast = CpoForecast(cable.id, cable.unit, result.budgets, sub.guaranteed_minimum if sub else ZERO)
-    asked = {b.start: b.value for b in blocks}
-    short = {s: asked[s] - got for s, got in result.budgets.items() if got < asked[s]}
+    result = capacity.request(ctx, cable_id, cpo_id, blocks, actor=f"cpo:{cpo_id}", field="requestedBlock")
+    forecast = CpoForecast(cable_id, result.unit, result.budgets, result.backup)
+    short = sum((max(ZERO, b.value - result.budgets[b.start]) for b in blocks if b.start in result.budgets), ZERO)
     reason = None
-    if short:
+    if result.status is not AdjustStatus.ACCEPTED:
         reason = (
-            f"{len(short)} of {len(asked)} blocks could not be granted in full (short by {sum(short.values())} "
-            f"{cable.unit} in total); the rest waits as a pending request and is pushed to you when capacity frees"
+            f"not all of it could be granted (short by {short} {result.unit} in total); the rest waits as a "
+            "pending request and is pushed to you when capacity frees"
         )
     return AdjustResult(result, forecast, reason)
 
 
 def report_usage(ctx: Context, cpo_id: str, cable_id: str, blocks: Sequence[BlockQuantity]) -> int:
-    return capacity.report_usage(ctx, cable_id, cpo_id, blocks, actor=f"cpo:{cpo_id}")
+    return capacity.report_usage(ctx, cable_id, cpo_id, blocks, actor=f"cpo:{cpo_id}", field="usageBlock")
 
 
 # --- presence and heartbeats ---------------------------------------------------------------------
@@ -155,9 +142,7 @@ def presence(ctx: Context) -> list[Presence]:
     with ctx.db.read() as session:
         repo = Repository(session)
         last = repo.last_seen()
-        return [
-            Presence(c.id, last.get(c.id), c.id in last and last[c.id] >= offline_before) for c in repo.cpos()
-        ]
+        return [Presence(c.id, last.get(c.id), c.id in last and last[c.id] >= offline_before) for c in repo.cpos()]
 
 
 class PeerUnreachable(Exception):
@@ -323,16 +308,6 @@ def _commit_shared(repo: Repository, opened: OpenedBook, ledger: Ledger, now: da
     cable_id = opened.book.cable.id
     decision = DecisionRecord(now, "system", "holds_released", why, cable_id=cable_id)
     commit(repo, opened, decision, ledger, touched={c.block_start for c in ledger.changes})
-
-
-def to_cable_unit(value: Decimal, unit: str, cable: Cable, where: str) -> Decimal:
-    """A quantity a CPO sent, in the cable's unit: A for A cables; KW (or W) for KW cables."""
-    if cable.unit is Unit.AMPERE and unit == "A":
-        return value
-    if cable.unit is Unit.KILOWATT and unit in ("KW", "W"):
-        return value / 1000 if unit == "W" else value
-    accepted = "A" if cable.unit is Unit.AMPERE else "KW or W"
-    raise InvalidInput(f"{where}.unit is {unit}, but cable {cable.id} is managed in {cable.unit}; send {accepted}")
 
 
 # --- the message record ------------------------------------------------------------------------

@@ -47,6 +47,10 @@ ROUTES: list[tuple[str, str, Any]] = [
         {"start": "2026-11-24T12:00:00Z", "end": "2026-11-24T12:15:00Z", "average_usage": 5}]}),
     ("GET", "audit", None),
     ("GET", "audit/decisions", None),
+    ("GET", "oscp/cpos", None),
+    ("GET", "oscp/outbox", None),
+    ("GET", "oscp/messages", None),
+    ("GET", "oscp/messages/counts", None),
 ]  # fmt: skip
 PUBLIC_ENDPOINTS = {"health.health", "api-docs.openapi_json", "api-docs.openapi_swagger_ui", "docs_assets.asset"}
 

@@ -1,0 +1,1 @@
+"""Periodic work (APScheduler): thin tasks that call use cases. Never started by create_app()."""

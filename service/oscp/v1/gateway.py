@@ -1,0 +1,294 @@
+"""The DSO's OSCP 1.0 endpoints (Flask): SOAP 1.1/1.2 at /oscp/1.0/soap, JSON at /oscp/1.0/json/<Op>.
+
+Every request: body size, decode and validate (codec), credentials (HTTP Basic or a WS-Security
+UsernameToken), the CPO's rate limit, the handler, encode. Every outcome is recorded and
+counted; every failure is the contract's fault or JSON error, never a stack trace.
+"""
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from flask import Blueprint, Flask, Response, request
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from service.domain.errors import GridcapError, NotAuthorized
+from service.oscp.v1 import messages as m
+from service.oscp.v1.guard import CredentialCache, RateLimited, RateLimiter
+from service.oscp.v1.handlers import DSO_HANDLERS, fault_of
+from service.oscp.v1.json import JsonCodec
+from service.oscp.v1.recorder import Recorder
+from service.oscp.v1.soap import SoapCodec, SoapFault, SoapVersion
+from service.usecases import Context
+from service.usecases import cpos as cpo_cases
+from service.usecases import oscp as uc
+
+log = logging.getLogger("gridcap.oscp")
+
+WSDL_DIR = Path(__file__).resolve().parents[3] / "wsdl"
+PREFIX = "/oscp/1.0"
+_REALM = 'Basic realm="gridcap OSCP", charset="UTF-8"'
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    max_body_bytes: int
+    rate_per_minute: int
+
+
+@dataclass
+class _Exchange:
+    """One request as it will be recorded; filled in as far as it got."""
+
+    binding: str
+    operation: str = "unknown"
+    cpo_id: str | None = None
+    started: float = field(default_factory=time.perf_counter)
+
+
+class _Outcome(Exception):
+    """A failure on its way to the wire: the fault, and the HTTP extras it needs."""
+
+    def __init__(self, fault: m.OscpFault, *, status: int | None = None, headers: dict[str, str] | None = None) -> None:
+        super().__init__(fault.message)
+        self.fault = fault
+        self.status = status
+        self.headers = headers or {}
+
+
+class DsoGateway:
+    def __init__(self, ctx: Context, settings: GatewaySettings, recorder: Recorder) -> None:
+        self.ctx = ctx
+        self.settings = settings
+        self.recorder = recorder
+        self.soap = SoapCodec(WSDL_DIR / "oscp-1.0-dso.wsdl", m.DSO_OPERATIONS, max_body_bytes=settings.max_body_bytes)
+        self.json = JsonCodec(m.DSO_OPERATIONS)
+        self.credentials = CredentialCache(lambda u, p: cpo_cases.authenticate(ctx, u, p))
+        self.limiter = RateLimiter(settings.rate_per_minute)
+        self._seen_lock = threading.Lock()
+        self._seen_at: dict[str, float] = {}
+
+    # --- shared steps ---------------------------------------------------------------------------
+
+    def _body(self) -> bytes:
+        limit = self.settings.max_body_bytes
+        # The contract's fault and status (SOAP 1.1: 500, 1.2 Sender: 400, JSON: 400), not 413.
+        too_big = _Outcome(
+            m.OscpFault(m.FaultCode.INVALID_REQUEST, f"the request body exceeds the limit of {limit} bytes")
+        )
+        if request.content_length is not None and request.content_length > limit:
+            raise too_big
+        # Without a Content-Length (chunked), werkzeug stops reading at the limit without an error:
+        # allow one byte more, so that a longer body shows and is refused rather than cut short.
+        request.max_content_length = limit + 1
+        try:
+            data = request.get_data(cache=False)
+        except RequestEntityTooLarge:
+            raise too_big from None
+        if len(data) > limit:
+            raise too_big
+        return data
+
+    def _authenticate(self, token: tuple[str | None, str | None] = (None, None), *, count: bool = True) -> str:
+        """The CPO the credentials belong to: HTTP Basic, a UsernameToken, or both naming one CPO.
+        `count` False: the request was counted against the rate limit already (Basic, checked first)."""
+        pairs = []
+        auth = request.authorization
+        if auth is not None and auth.type == "basic":
+            pairs.append((auth.username or "", auth.password or ""))
+        if token[0] is not None:
+            pairs.append((token[0], token[1] or ""))
+        if not pairs:
+            self._throttle_failures()
+            raise _Outcome(
+                m.OscpFault(
+                    m.FaultCode.NOT_AUTHORIZED,
+                    "no credentials: send HTTP Basic authentication or a WS-Security UsernameToken (PasswordText)",
+                ),
+                headers={"WWW-Authenticate": _REALM},
+            )
+        try:
+            cpo_ids = {self.credentials.cpo_of(user, password) for user, password in pairs}
+        except NotAuthorized:
+            self._throttle_failures()
+            raise _Outcome(
+                m.OscpFault(m.FaultCode.NOT_AUTHORIZED, "unknown username or wrong password"),
+                headers={"WWW-Authenticate": _REALM},
+            ) from None
+        if len(cpo_ids) != 1:
+            raise _Outcome(
+                m.OscpFault(m.FaultCode.NOT_AUTHORIZED, "HTTP Basic and the UsernameToken name different CPOs")
+            )
+        cpo_id = cpo_ids.pop()
+        if count:
+            self._take(cpo_id)
+            self._seen(cpo_id)
+        return cpo_id
+
+    def _throttle_failures(self) -> None:
+        """Failed logins count against the client's address: guessing passwords is rate limited too."""
+        self._take(f"address:{request.remote_addr}")
+
+    def _take(self, key: str) -> None:
+        try:
+            self.limiter.take(key)
+        except RateLimited as exc:
+            raise _Outcome(
+                m.OscpFault(m.FaultCode.INVALID_REQUEST, str(exc)),
+                status=429,
+                headers={"Retry-After": str(exc.retry_after_s)},
+            ) from None
+
+    def _seen(self, cpo_id: str) -> None:
+        """Note that the CPO is alive, at most a few times per heartbeat interval (it is a write)."""
+        now = time.monotonic()
+        every = self.ctx.policy.heartbeat_interval.total_seconds() / 4
+        with self._seen_lock:
+            if now - self._seen_at.get(cpo_id, -every) < every:
+                return
+            self._seen_at[cpo_id] = now
+        uc.seen(self.ctx, cpo_id)
+
+    def _handle(self, cpo_id: str, message: Any) -> Any:
+        handler = DSO_HANDLERS[type(message)]
+        try:
+            return handler(self.ctx, cpo_id, message)
+        except GridcapError as exc:
+            if exc.code == "InternalError":  # an invariant held: a bug, worth its traceback in the log
+                log.exception("OSCP %s by %s failed", type(message).__name__, cpo_id)
+            raise _Outcome(fault_of(exc)) from None
+        except m.OscpFault as exc:
+            raise _Outcome(exc) from None
+
+    def _record(self, ex: "_Exchange", outcome: str, status: int, detail: str | None = None) -> None:
+        self.recorder.record(
+            direction="in",
+            cpo_id=ex.cpo_id,
+            binding=ex.binding,
+            operation=ex.operation,
+            outcome=outcome,
+            http_status=status,
+            started=ex.started,
+            detail=detail,
+        )
+
+    # --- SOAP -----------------------------------------------------------------------------------
+
+    def soap_post(self) -> Response:
+        version = self.soap.version_of(request.content_type) or SoapVersion.SOAP11
+        ex = _Exchange("soap12" if version is SoapVersion.SOAP12 else "soap11")
+        try:
+            body, content_type = self._soap_exchange(ex)
+        except _Outcome as out:
+            return self._soap_fault(ex, SoapFault.from_oscp_fault(version, out.fault), out.status, out.headers)
+        except SoapFault as fault:
+            return self._soap_fault(ex, fault)
+        except Exception:
+            log.exception("OSCP SOAP %s failed", ex.operation)
+            return self._soap_fault(ex, SoapFault(version, m.FaultCode.INTERNAL_ERROR, _INTERNAL, sender=False))
+        self._record(ex, "ok", 200)
+        return Response(body, 200, content_type=content_type)
+
+    def _soap_exchange(self, ex: "_Exchange") -> tuple[bytes, str]:
+        auth = request.authorization
+        if auth is not None and auth.type == "basic":  # check Basic before parsing anything
+            ex.cpo_id = self._authenticate()
+        call = self.soap.decode_request(self._body(), request.content_type, request.headers.get("SOAPAction"))
+        ex.operation = call.operation.name
+        if ex.cpo_id is None or call.username is not None:
+            ex.cpo_id = self._authenticate((call.username, call.password), count=ex.cpo_id is None)
+        reply = self._handle(ex.cpo_id, call.message)
+        return self.soap.encode_response(call.version, call.operation, reply), call.version.content_type
+
+    def _soap_fault(
+        self, ex: "_Exchange", fault: SoapFault, status: int | None = None, headers: dict[str, str] | None = None
+    ) -> Response:
+        code, body, content_type = self.soap.encode_fault(fault)
+        status = status or code
+        self._record(ex, fault.code.value, status, fault.message)
+        return Response(body, status, content_type=content_type, headers=headers)
+
+    def soap_get(self) -> Response:
+        if "wsdl" in request.args:
+            address = request.host_url.rstrip("/") + PREFIX + "/soap"
+            return Response(self.soap.wsdl_document(address), 200, content_type="text/xml; charset=utf-8")
+        if "xsd" in request.args:
+            return self.xsd()
+        return Response(
+            "This is the OSCP 1.0 SOAP endpoint of the DSO: POST SOAP 1.1 (text/xml) or SOAP 1.2 "
+            f"(application/soap+xml) envelopes here. The contract: {PREFIX}/soap?wsdl\n",
+            200,
+            content_type="text/plain; charset=utf-8",
+        )
+
+    def xsd(self) -> Response:
+        return Response(self.soap.xsd_document(), 200, content_type="text/xml; charset=utf-8")
+
+    # --- JSON -----------------------------------------------------------------------------------
+
+    def json_post(self, operation_name: str) -> Response:
+        ex = _Exchange("json", operation_name[:64])
+        try:
+            body = self._json_exchange(ex, operation_name)
+        except _Outcome as out:
+            return self._json_error(ex, out.fault, out.status, out.headers)
+        except m.OscpFault as fault:
+            return self._json_error(ex, fault)
+        except Exception:
+            log.exception("OSCP JSON %s failed", ex.operation)
+            return self._json_error(ex, m.OscpFault(m.FaultCode.INTERNAL_ERROR, _INTERNAL))
+        self._record(ex, "ok", 200)
+        return Response(body, 200, content_type="application/json")
+
+    def _json_exchange(self, ex: "_Exchange", operation_name: str) -> bytes:
+        ex.cpo_id = self._authenticate()
+        operation = self.json.operation(operation_name)
+        ex.operation = operation.name
+        if request.mimetype != "application/json":
+            raise _Outcome(
+                m.OscpFault(
+                    m.FaultCode.INVALID_REQUEST,
+                    "send the body as JSON with 'Content-Type: application/json' "
+                    f"(got {request.mimetype or 'no content type'!r})",
+                ),
+                status=415,
+            )
+        message = self.json.decode_request(operation, self._body())
+        return self.json.encode_response(self._handle(ex.cpo_id, message))
+
+    def _json_error(
+        self, ex: "_Exchange", fault: m.OscpFault, status: int | None = None, headers: dict[str, str] | None = None
+    ) -> Response:
+        code, body = self.json.encode_error(fault.code, fault.message)
+        status = status or code
+        self._record(ex, fault.code.value, status, fault.message)
+        return Response(body, status, content_type="application/json", headers=headers)
+
+    def json_schema(self) -> Response:
+        return Response(_dumps(self.json.schema_document()), 200, content_type="application/schema+json; charset=utf-8")
+
+
+_INTERNAL = "the DSO could not process the request; it has been logged, retry later"
+
+
+def _dumps(document: dict[str, Any]) -> str:
+    return json.dumps(document, indent=2, ensure_ascii=False)
+
+
+def register_oscp(app: Flask, gateway: DsoGateway) -> None:
+    blueprint = Blueprint("oscp_v1", __name__, url_prefix=PREFIX)
+    routes: list[tuple[str, Callable[..., Response], list[str]]] = [
+        ("/soap", gateway.soap_post, ["POST"]),
+        ("/soap", gateway.soap_get, ["GET"]),
+        ("/oscp-1.0.xsd", gateway.xsd, ["GET"]),  # where the WSDL's relative schema import resolves
+        ("/json/schema", gateway.json_schema, ["GET"]),
+        ("/json/<operation_name>", gateway.json_post, ["POST"]),
+    ]
+    for rule, view, methods in routes:
+        blueprint.add_url_rule(rule, f"{view.__name__}_{'_'.join(methods).lower()}", view, methods=methods)
+    app.register_blueprint(blueprint)

@@ -1,0 +1,264 @@
+"""Pushes, the outbox, holds and heartbeats, against a real CPO endpoint on loopback."""
+
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+from conftest import Clock
+from oscp_support import DSO_PASSWORD, DSO_USER, CpoEndpoint, live_server, make_grid
+from test_usecases import T0, D, F, Q, bq, budgets, pending
+
+from service.domain.allocation import AdjustStatus
+from service.domain.model import Binding
+from service.oscp.v1 import messages as m
+from service.oscp.v1.client import OscpClient
+from service.oscp.v1.gateway import WSDL_DIR
+from service.oscp.v1.link import OscpPeerLink
+from service.oscp.v1.recorder import Recorder
+from service.store import Database, Repository
+from service.usecases import Context, capacity, grid, oscp
+
+ALL_BLOCKS = 192
+
+
+class Cpos:
+    """Two CPOs' endpoint on loopback, and the DSO's link to it."""
+
+    def __init__(self, ctx: Context, endpoint: CpoEndpoint, url: str) -> None:
+        self.ctx = ctx
+        self.endpoint = endpoint
+        self.url = url
+        self.recorder = Recorder(ctx)
+        client = OscpClient(wsdl_dir=WSDL_DIR, username=DSO_USER, password=DSO_PASSWORD, timeout_s=5)
+        self.link = OscpPeerLink(client, self.recorder)
+
+    def deliver(self) -> oscp.DeliveryResult:
+        return oscp.deliver_pushes(self.ctx, self.link)
+
+    def last_push(self, cpo_user: str = "dso") -> m.UpdateCableCapacityForecastRequest:
+        return self.endpoint.pushes()[-1]
+
+
+@pytest.fixture(params=[Binding.SOAP11, Binding.SOAP12, Binding.JSON], ids=lambda b: b.value)
+def binding(request: pytest.FixtureRequest) -> Binding:
+    return Binding(request.param)
+
+
+@pytest.fixture
+def cpos(ctx: Context) -> Iterator[Cpos]:
+    endpoint = CpoEndpoint()
+    with live_server(endpoint.app()) as url:
+        make_grid(ctx, endpoint=f"{url}/oscp/1.0", binding=Binding.SOAP11)
+        link = Cpos(ctx, endpoint, url)
+        yield link
+        link.recorder.close()
+
+
+def pushed_budgets(push: m.UpdateCableCapacityForecastRequest) -> dict[object, D]:
+    (forecast,) = push.capacity_forecast
+    return {b.start_time: b.capacity for b in forecast.forecasted_block}
+
+
+def confirm_all(cpos: Cpos) -> None:
+    """Both CPOs Accept their pushes: from now on they know their budgets."""
+    result = cpos.deliver()
+    assert result.failed == {}, result
+
+
+# ---------------------------------------------------------------------------------------------
+# pushes
+
+
+def test_every_budget_change_is_pushed_over_the_cpos_binding(ctx: Context, binding: Binding) -> None:
+    endpoint = CpoEndpoint()
+    with live_server(endpoint.app()) as url:
+        make_grid(ctx, endpoint=f"{url}/oscp/1.0", binding=binding)
+        link = Cpos(ctx, endpoint, url)
+        assert link.deliver().delivered == {"a": 2, "b": 1}  # a: subscribed, then shared with b
+        assert [b for b, _, _ in endpoint.received] == [binding.value] * 2
+        assert {user for _, _, user in endpoint.received} == {DSO_USER}
+        for push in endpoint.pushes():
+            (forecast,) = push.capacity_forecast
+            assert forecast.cable_id == "c1"
+            assert len(forecast.forecasted_block) == ALL_BLOCKS
+            assert forecast.backup_capacity is not None
+            assert forecast.forecasted_block[0].start_time == T0
+            assert {(b.unit, b.phase) for b in forecast.forecasted_block} == {
+                (m.UnitOfMeasure.A, m.PhaseIndicator.ALL)
+            }
+        by_backup = {p.capacity_forecast[0].backup_capacity.capacity for p in endpoint.pushes()}  # type: ignore[union-attr]
+        assert by_backup == {D(10), D(5)}  # each CPO's minimum
+
+        grid.update_cable(ctx, "c1", {"rated_limit": D(90)}, actor="engineer")  # a reallocation
+        assert link.deliver().delivered == {"a": 1, "b": 1}
+        view = budgets(ctx)
+        for push in endpoint.pushes()[-2:]:
+            (forecast,) = push.capacity_forecast
+            cpo = "a" if forecast.backup_capacity and forecast.backup_capacity.capacity == D(10) else "b"
+            assert {b.start_time: b.capacity for b in forecast.forecasted_block} == {s: v[cpo] for s, v in view.items()}
+        assert link.deliver().delivered == {}  # nothing more is owed
+        link.recorder.close()
+
+
+def test_pushes_of_several_decisions_go_out_once_with_the_newest_budgets(cpos: Cpos) -> None:
+    ctx = cpos.ctx
+    confirm_all(cpos)
+    before = len(cpos.endpoint.pushes())
+    for limit in (95, 90, 85):
+        grid.update_cable(ctx, "c1", {"rated_limit": D(limit)}, actor="engineer")
+    owed = oscp.outbox(ctx)
+    assert {(r["cpo_id"], r["depth"]) for r in owed} == {("a", 3), ("b", 2)}  # 95 only cut a
+    assert cpos.deliver().delivered == {"a": 3, "b": 2}
+    pushes = cpos.endpoint.pushes()[before:]
+    assert len(pushes) == 2  # one per CPO, carrying what the three decisions left
+    view = budgets(ctx)
+    assert {s: v["a"] for s, v in view.items()} in [pushed_budgets(p) for p in pushes]
+
+
+def test_a_new_block_entering_the_horizon_is_pushed(cpos: Cpos, clock: Clock) -> None:
+    confirm_all(cpos)
+    clock.advance(Q)
+    assert capacity.roll_horizon(cpos.ctx).handed_out == {"c1": 1}
+    assert cpos.deliver().delivered == {"a": 1, "b": 1}
+    blocks = pushed_budgets(cpos.last_push())
+    assert min(blocks) == T0 + Q
+    assert len(blocks) == ALL_BLOCKS
+
+
+# ---------------------------------------------------------------------------------------------
+# the outbox
+
+
+def test_the_outbox_survives_a_restart_and_retries_with_backoff(ctx: Context, clock: Clock, db_url: str) -> None:
+    endpoint = CpoEndpoint(answer="fail")
+    with live_server(endpoint.app()) as url:
+        make_grid(ctx, endpoint=f"{url}/oscp/1.0")
+        link = Cpos(ctx, endpoint, url)
+        result = link.deliver()
+        assert set(result.failed) == {"a", "b"}
+        assert "500" in result.failed["a"]
+        row_a, _ = oscp.outbox(ctx)
+        assert (row_a["cpo_id"], row_a["depth"], row_a["attempts"]) == ("a", 2, 1)
+        assert "500" in row_a["last_error"]
+        assert row_a["next_attempt_at"] > clock.now  # backing off: not retried before it is due
+        assert link.deliver().failed == {}
+        assert link.deliver().delivered == {}
+
+        # The DSO restarts: a new process, a new engine, the same database.
+        ctx.db.dispose()
+        restarted = Context(Database(db_url), clock=clock)
+        endpoint.answer = "Accepted"
+        clock.advance(timedelta(seconds=6))
+        relinked = Cpos(restarted, endpoint, url)
+        assert relinked.deliver().delivered == {"a": 2, "b": 1}
+        assert oscp.outbox(restarted) == []
+        relinked.recorder.close()
+        restarted.db.dispose()
+        link.recorder.close()
+
+
+def test_backoff_doubles_up_to_five_minutes() -> None:
+    waits = [oscp.backoff(n).total_seconds() for n in range(12)]
+    assert 4 <= waits[0] <= 5
+    assert 8 <= waits[1] <= 10
+    assert max(waits) <= 300
+    assert waits[-1] >= 240
+
+
+def test_a_rejected_push_is_retried_and_confirms_nothing(cpos: Cpos) -> None:
+    cpos.endpoint.answer = "Rejected"
+    result = cpos.deliver()
+    assert "test says no" in result.failed["a"]
+    assert oscp.outbox(cpos.ctx)[0]["depth"] == 2
+    with cpos.ctx.db.read() as session:
+        assert Repository(session).budgets_of("c1", "a", T0, T0 + Q)  # budgets exist...
+    assert told(cpos.ctx, "a") == {}  # ...but none is confirmed
+
+
+def told(ctx: Context, cpo_id: str) -> dict[object, D]:
+    from service.store.tables import BudgetRow
+
+    with ctx.db.read() as session:
+        rows = session.query(BudgetRow).filter(BudgetRow.cpo_id == cpo_id, BudgetRow.told.is_not(None)).all()
+        return {r.start: r.told for r in rows}
+
+
+# ---------------------------------------------------------------------------------------------
+# reclaim safely: capacity taken from b reaches a only after b Accepted, or after the notice
+
+
+def reclaim_from_b(cpos: Cpos) -> None:
+    """b confirmed its budgets and reported low usage; a asks for more than is unallocated."""
+    ctx = cpos.ctx
+    confirm_all(cpos)
+    capacity.report_usage(ctx, "c1", "b", [bq(T0, 2)], actor="b")
+    assert budgets(ctx)[F] == {"a": D(26), "b": D(37)}  # 63 of 70 handed out, 7 kept back
+    result = capacity.request(ctx, "c1", "a", [bq(F, 50)], actor="a")
+    # 7 unallocated go to a at once; the other 17 are taken from b (which keeps at least its
+    # minimum 5 > peak 2 * 1.2) but held for b until it confirms
+    assert result.status is AdjustStatus.PARTIALLY_ACCEPTED
+    assert budgets(ctx)[F] == {"a": D(33), "b": D(20)}
+    assert pending(ctx) == {("a", F): D(50)}
+
+
+def test_reclaimed_capacity_waits_for_the_cpo_it_was_taken_from_to_accept(cpos: Cpos) -> None:
+    reclaim_from_b(cpos)
+    ctx = cpos.ctx
+    assert oscp.release_expired_holds(ctx) == {}  # the notice period has not passed
+    assert budgets(ctx)[F] == {"a": D(33), "b": D(20)}
+
+    result = cpos.deliver()  # b Accepts its lower budget (a gets its own push too)
+    assert result.failed == {}
+    assert budgets(ctx)[F] == {"a": D(50), "b": D(20)}
+    assert pending(ctx) == {}
+    assert cpos.deliver().delivered == {"a": 1}  # a is told it got the rest
+    assert pushed_budgets(cpos.last_push())[F] == D(50)
+
+
+def test_an_unanswered_reclaim_is_granted_after_the_notice_period(cpos: Cpos, clock: Clock) -> None:
+    reclaim_from_b(cpos)
+    ctx = cpos.ctx
+    cpos.endpoint.answer = "fail"
+    assert set(cpos.deliver().failed) == {"a", "b"}
+    clock.advance(timedelta(minutes=14))
+    oscp.seen(ctx, "b")  # b is online (it heartbeats), it just does not accept the push
+    assert oscp.release_expired_holds(ctx) == {}
+    assert budgets(ctx)[F]["a"] == D(33)
+    clock.advance(timedelta(minutes=1))
+    assert oscp.release_expired_holds(ctx) == {}
+    assert budgets(ctx)[F] == {"a": D(50), "b": D(20)}
+
+
+def test_an_offline_cpo_keeps_what_it_was_told(cpos: Cpos, clock: Clock) -> None:
+    ctx = cpos.ctx
+    confirm_all(cpos)  # both were heard from now
+    capacity.report_usage(ctx, "c1", "b", [bq(T0, 2)], actor="b")
+    clock.advance(timedelta(minutes=3, seconds=1))  # three heartbeat intervals of silence
+    assert [(p.cpo_id, p.online) for p in oscp.presence(ctx)] == [("a", False), ("b", False)]
+    oscp.seen(ctx, "a")
+    far = F + 4 * Q
+    result = capacity.request(ctx, "c1", "a", [bq(far, 50)], actor="a")
+    assert result.status is AdjustStatus.PARTIALLY_ACCEPTED
+    assert budgets(ctx)[far] == {"a": D(33), "b": D(37)}  # nothing reclaimed from offline b
+
+    grid.update_cable(ctx, "c1", {"rated_limit": D(90)}, actor="engineer")  # b's budget must shrink
+    grid.update_cable(ctx, "c1", {"rated_limit": D(100)}, actor="engineer")  # and the room comes back
+    view = budgets(ctx)[far]
+    assert view["b"] < D(37)
+    assert view["a"] + D(37) <= D(70)  # b's told 37 stays reserved while it is offline
+
+
+def test_heartbeats_both_ways_keep_a_cpo_online(cpos: Cpos, clock: Clock) -> None:
+    ctx = cpos.ctx
+    assert [p.last_seen_at for p in oscp.presence(ctx)] == [None, None]
+    assert oscp.send_heartbeats(ctx, cpos.link) == {}
+    assert [(p.cpo_id, p.online) for p in oscp.presence(ctx)] == [("a", True), ("b", True)]
+    clock.advance(timedelta(minutes=3, seconds=1))
+    assert not any(p.online for p in oscp.presence(ctx))
+    cpos.endpoint.answer = "fail"
+    failed = oscp.send_heartbeats(ctx, cpos.link)
+    assert set(failed) == {"a", "b"}
+    assert not any(p.online for p in oscp.presence(ctx))
+    cpos.recorder.flush()
+    outcomes = {(r["operation"], r["outcome"]) for r in oscp.messages(ctx)}
+    assert outcomes == {("Heartbeat", "ok"), ("Heartbeat", "Unreachable")}
