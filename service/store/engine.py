@@ -6,7 +6,9 @@ SQLite: a write transaction starts with BEGIN IMMEDIATE, taking the database's s
 up front, so two processes can never read the same budgets and both decide on them.
 """
 
+import contextlib
 import logging
+import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -59,6 +61,10 @@ class Database:
         self.url = url
         self.engine = make_engine(url)
         self._reader = self.engine.execution_options(**{_READ_ONLY: True})
+        # SQLite has one writer at a time. Threads of this process queue here rather than in
+        # SQLite's busy handler, which polls with sleeps of up to 100 ms; other processes still
+        # wait in BEGIN IMMEDIATE.
+        self._writer = threading.Lock() if self.dialect == "sqlite" else contextlib.nullcontext()
 
     @property
     def dialect(self) -> str:
@@ -81,7 +87,7 @@ class Database:
         """A transaction that holds its locks from the start, commits on success and rolls back on
         any exception. Read the clock inside it: a decision's `now` must not predate its lock."""
         try:
-            with Session(self.engine, expire_on_commit=False) as session, session.begin():
+            with self._writer, Session(self.engine, expire_on_commit=False) as session, session.begin():
                 session.connection()  # BEGIN (IMMEDIATE on SQLite) now, not at the first query
                 if self.dialect != "sqlite":
                     for table, ids in ((CableRow, lock_cables), (CpoRow, lock_cpos)):

@@ -1,0 +1,182 @@
+"""Throughput and latency of RequestAdjustedCapacity over SOAP and JSON, against a bare Flask endpoint.
+
+All three run under waitress on 127.0.0.1 with the same 4 threads, driven by 4 client threads for
+a fixed time each, interleaved so that each figure has its baseline beside it. The bare endpoint
+returns a fixed body of the same size as the SOAP answer. The gateway's requests are real
+decisions on SQLite: a CPO asks for one block, alternating between two values, so every request
+changes a budget, writes the ledger and owes a push. Targets: SOAP >= 0.5 and JSON >= 0.7 of
+the bare endpoint's throughput. Run with `make bench`.
+"""
+
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import requests
+from bench_rest import serve
+from flask import Flask, Response
+
+from service.app import create_app, wiring
+from service.domain.model import Binding, Cable, Cpo, Subscription
+from service.domain.units import Unit
+from service.oscp.v1 import handlers
+from service.oscp.v1 import messages as m
+from service.oscp.v1.gateway import WSDL_DIR
+from service.oscp.v1.json import JsonCodec
+from service.oscp.v1.soap import SoapCodec, SoapVersion
+from service.settings import Settings
+from service.store import Database
+from service.usecases import Context, cpos, grid
+
+NOW = datetime(2026, 11, 24, 12, 7, 30, tzinfo=UTC)
+BLOCK_START = datetime(2026, 11, 24, 14, 0, tzinfo=UTC)
+PASSWORD = "benchmark password"  # noqa: S105
+CLIENTS = 4
+SECONDS = 6.0
+ROUNDS = 2
+
+
+def request_message(capacity: int) -> m.RequestAdjustedCapacityRequest:
+    block = m.ForecastedBlock(
+        Decimal(capacity),
+        m.PhaseIndicator.ALL,
+        m.UnitOfMeasure.A,
+        BLOCK_START,
+        BLOCK_START + timedelta(minutes=15),
+    )
+    return m.RequestAdjustedCapacityRequest("c1", (block,))
+
+
+def load(send: Callable[[requests.Session, int], requests.Response]) -> tuple[float, list[float]]:
+    """Requests per second and latencies (ms) of CLIENTS threads sending for SECONDS."""
+    stop = time.perf_counter() + SECONDS
+    times: list[list[float]] = [[] for _ in range(CLIENTS)]
+
+    def client(i: int) -> None:
+        with requests.Session() as http:
+            n = 0
+            while time.perf_counter() < stop:
+                started = time.perf_counter()
+                response = send(http, n + i)
+                assert response.status_code == 200, response.text[:500]
+                times[i].append((time.perf_counter() - started) * 1000)
+                n += 1
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(CLIENTS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - started
+    flat = [x for ts in times for x in ts]
+    return len(flat) / elapsed, flat
+
+
+def percentiles(times: list[float]) -> tuple[float, float]:
+    cuts = statistics.quantiles(times, n=100, method="inclusive")
+    return cuts[49], cuts[94]
+
+
+def bare_app(body: bytes, content_type: str) -> Flask:
+    app = Flask("bare")
+
+    @app.post("/fixed")
+    def fixed() -> Response:
+        return Response(body, 200, content_type=content_type)
+
+    return app
+
+
+def test_request_adjusted_capacity_throughput(tmp_path: Path) -> None:
+    db = Database(f"sqlite:///{tmp_path / 'bench.db'}")
+    db.create_schema()
+    ctx = Context(db, clock=lambda: NOW)
+    cable = Cable("c1", "bench", Unit.AMPERE, Decimal(400), 3, Decimal(230))
+    grid.create_cable(ctx, cable, actor="bench")
+    for i in range(CLIENTS):
+        cpos.create_cpo(ctx, Cpo(f"cpo{i}", "bench", f"user{i}", "http://127.0.0.1:9/oscp", Binding.JSON), PASSWORD,
+                        actor="bench")  # fmt: skip
+        grid.subscribe(ctx, Subscription("c1", f"cpo{i}", Decimal(1), Decimal(0)), actor="bench")
+    app = create_app(Settings(admin_token="b" * 32, log_level="WARNING", oscp_rate_per_minute=1_000_000), ctx)
+
+    soap = SoapCodec(WSDL_DIR / "oscp-1.0-dso.wsdl", m.DSO_OPERATIONS)
+    codec = JsonCodec(m.DSO_OPERATIONS)
+    op = m.DSO_OPERATIONS["RequestAdjustedCapacity"]
+    soap_bodies = [soap.encode_request(SoapVersion.SOAP11, op, request_message(v)) for v in (20, 21)]
+    json_bodies = [codec.encode_request(request_message(v)) for v in (20, 21)]
+    soap_headers = {"Content-Type": "text/xml; charset=utf-8"}
+    json_headers = {"Content-Type": "application/json"}
+
+    with serve(app) as url, requests.Session() as probe:
+        sample = probe.post(f"{url}/oscp/1.0/soap", data=soap_bodies[0], headers=soap_headers, auth=("user0", PASSWORD))
+        assert sample.status_code == 200, sample.text
+        with serve(bare_app(sample.content, "text/xml; charset=utf-8")) as bare_url:
+
+            def bare(http: requests.Session, n: int) -> requests.Response:
+                return http.post(f"{bare_url}/fixed", data=soap_bodies[n % 2], headers=soap_headers)
+
+            def soap_call(http: requests.Session, n: int) -> requests.Response:
+                auth = (f"user{n % CLIENTS}", PASSWORD)
+                return http.post(f"{url}/oscp/1.0/soap", data=soap_bodies[n % 2], headers=soap_headers, auth=auth)
+
+            def json_call(http: requests.Session, n: int) -> requests.Response:
+                auth = (f"user{n % CLIENTS}", PASSWORD)
+                path = f"{url}/oscp/1.0/json/RequestAdjustedCapacity"
+                return http.post(path, data=json_bodies[n % 2], headers=json_headers, auth=auth)
+
+            for send in (bare, soap_call, json_call):  # warm up: credentials cached, WSDL model loaded
+                with requests.Session() as http:
+                    for n in range(20):
+                        assert send(http, n).status_code == 200
+            results: dict[str, list[tuple[float, list[float]]]] = {"bare": [], "soap": [], "json": []}
+            for _ in range(ROUNDS):
+                for name, send in (("bare", bare), ("soap", soap_call), ("json", json_call)):
+                    results[name].append(load(send))
+    steps = breakdown(ctx, soap, codec, soap_bodies, json_bodies)
+    wiring(app).close()
+
+    print(f"\nRequestAdjustedCapacity, 1 block, {CLIENTS} client threads x {SECONDS:.0f} s x {ROUNDS} rounds, "
+          f"waitress 4 threads, SQLite")  # fmt: skip
+    print(f"{'':8} {'req/s':>8} {'x bare':>8} {'p50 ms':>8} {'p95 ms':>8}")
+    bare_rate = statistics.mean(r for r, _ in results["bare"])
+    for name, runs in results.items():
+        rate = statistics.mean(r for r, _ in runs)
+        p50, p95 = percentiles([t for _, ts in runs for t in ts])
+        print(f"{name:8} {rate:8.0f} {rate / bare_rate:8.2f} {p50:8.1f} {p95:8.1f}")
+    print("In-process medians of one request's steps (ms):")
+    for step, ms in steps.items():
+        print(f"  {step:48} {ms:6.2f}")
+
+
+def median_ms(action: Callable[[int], object], runs: int = 200) -> float:
+    times = []
+    for n in range(runs):
+        started = time.perf_counter()
+        action(n)
+        times.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times)
+
+
+def breakdown(
+    ctx: Context, soap: SoapCodec, codec: JsonCodec, soap_bodies: list[bytes], json_bodies: list[bytes]
+) -> dict[str, float]:
+    """Where a request's time goes: the codecs against the decision they carry."""
+    op = m.DSO_OPERATIONS["RequestAdjustedCapacity"]
+    call = soap.decode_request(soap_bodies[0], "text/xml")
+    reply = handlers.request_adjusted_capacity(ctx, "cpo0", call.message)  # type: ignore[arg-type]
+    return {
+        "SOAP decode (parse, XSD, zeep model)": median_ms(
+            lambda n: soap.decode_request(soap_bodies[n % 2], "text/xml")
+        ),
+        "SOAP encode": median_ms(lambda _: soap.encode_response(SoapVersion.SOAP11, op, reply)),
+        "JSON decode (parse, JSON Schema)": median_ms(lambda n: codec.decode_request(op, json_bodies[n % 2])),
+        "JSON encode": median_ms(lambda _: codec.encode_response(reply)),
+        "the decision (use case, SQLite)": median_ms(
+            lambda n: handlers.request_adjusted_capacity(ctx, "cpo0", request_message(20 + n % 2))
+        ),
+    }
