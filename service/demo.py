@@ -73,9 +73,9 @@ _CABLES = (
 )
 
 _CPOS = (
-    Cpo("demo-chargeco", "ChargeCo (demo)", "demo-chargeco", "https://chargeco.example/oscp/1.0", Binding.SOAP11),
-    Cpo("demo-voltline", "VoltLine (demo)", "demo-voltline", "https://voltline.example/oscp", Binding.JSON),
-    Cpo("demo-parkplug", "ParkPlug (demo)", "demo-parkplug", "https://parkplug.example/oscp", Binding.SOAP12),
+    Cpo("demo-chargeco", "ChargeCo (demo)", "demo-chargeco", "https://chargeco.example/oscp/1.0/soap", Binding.SOAP11),
+    Cpo("demo-voltline", "VoltLine (demo)", "demo-voltline", "https://voltline.example/oscp/1.0/json", Binding.JSON),
+    Cpo("demo-parkplug", "ParkPlug (demo)", "demo-parkplug", "https://parkplug.example/oscp/1.0/soap", Binding.SOAP12),
 )
 
 # (cable, cpo, weight = charge points on the cable, guaranteed minimum in the cable's unit)

@@ -127,9 +127,10 @@ class BlockState:
             self.held += _held(self.told[cpo_id], budget) - _held(self.told[cpo_id], old)
 
     def drop(self, cpo_id: str) -> None:
-        """Forget a CPO the DSO removed from the cable, with what it was told."""
-        self.release(cpo_id, None)
-        self.allocated -= self.budgets.pop(cpo_id, ZERO)
+        """Forget a CPO the DSO removed from the cable. What it was told stays held: it may use
+        that until it confirms the zero budget pushed to it, or the notice period passes."""
+        self.assign(cpo_id, ZERO)
+        del self.budgets[cpo_id]
         self.pending.pop(cpo_id, None)
 
     def release(self, cpo_id: str, told: Decimal | None) -> None:
@@ -370,12 +371,16 @@ def request_capacity(
     *,
     now: datetime,
     policy: Policy,
+    answered: bool = True,
 ) -> RequestOutcome:
     """Request more (capacity above the budget) or hand back (below it), per block.
 
     More comes from unallocated capacity (the reserve included) first, then from budget other
     CPOs demonstrably do not use (largest first), never below their minimum, and only for blocks
     that start after the reclaim notice. What cannot be granted waits as a pending request.
+
+    answered: the requester itself receives the answer (OSCP), so what it was told before no
+    longer holds; an engineer acting for it (REST, CLI) leaves that hold in place.
     """
     targets = _valid_targets(book, cpo_id, wanted)
     ledger = Ledger()
@@ -386,7 +391,8 @@ def request_capacity(
         block = book.blocks[start]
         current = block.budgets.get(cpo_id, ZERO)
         block.pending.pop(cpo_id, None)
-        block.release(cpo_id, None)  # the answer replaces whatever the requester was told
+        if answered:
+            block.release(cpo_id, None)  # the answer replaces whatever the requester was told
         if target <= current:
             ledger.set(block, cpo_id, target, Reason.HANDED_BACK)
             _serve_pending(block, ledger)
@@ -481,7 +487,7 @@ def resubscribe(book: CableBook, *, now: datetime, policy: Policy) -> Ledger:
     """
     ledger = Ledger()
     for block in book.blocks.values():
-        for cpo in [c for c in {*block.budgets, *block.pending, *block.told} if c not in book.subscriptions]:
+        for cpo in [c for c in {*block.budgets, *block.pending} if c not in book.subscriptions]:
             ledger.set(block, cpo, ZERO, Reason.SUBSCRIPTION_ENDED)
             block.drop(cpo)
         if block.start >= now + policy.reclaim_notice:

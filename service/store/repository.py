@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, case, delete, func, insert, select, update
+from sqlalchemy import Table, and_, case, delete, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -177,8 +177,11 @@ class Repository:
 
     # --- presence -----------------------------------------------------------------------------
 
-    def seen(self, cpo_id: str, at: datetime) -> None:
+    def seen(self, cpo_id: str, at: datetime) -> datetime | None:
+        """Record contact with the CPO; returns when it was last heard from before."""
+        before = self.session.scalar(select(PresenceRow.last_seen_at).where(PresenceRow.cpo_id == cpo_id))
         self._upsert(PresenceRow, [{"cpo_id": cpo_id, "last_seen_at": at}], keys=("cpo_id",))
+        return before
 
     def last_seen(self) -> dict[str, datetime]:
         return {row.cpo_id: row.last_seen_at for row in self.session.scalars(select(PresenceRow))}
@@ -358,22 +361,20 @@ class Repository:
             if pending:
                 self.session.execute(insert(PendingRequestRow), pending)
 
-    def note_reductions(self, cable_id: str, starts: Sequence[datetime], now: datetime) -> None:
-        """Start the notice period of budgets that fell below what their CPO confirmed; end it for
-        budgets that are back at or above it."""
-        if not starts:
-            return
+    def note_reductions(self, cable_id: str, changed: Iterable[tuple[str, datetime]], now: datetime) -> None:
+        """(Re)start the notice period of changed budgets that are below what their CPO confirmed,
+        end it for those back at or above it. A further cut restarts it: the CPO has yet to learn
+        of it."""
         b = BudgetRow.__table__.c
-        self.session.execute(
-            update(_BUDGETS)
-            .where(b.cable_id == cable_id, b.start.in_(starts))
-            .values(
-                reduced_at=case(
-                    (and_(b.told.is_not(None), b.capacity < b.told), func.coalesce(b.reduced_at, now)),
-                    else_=None,
-                )
+        by_cpo: dict[str, list[datetime]] = {}
+        for cpo_id, start in changed:
+            by_cpo.setdefault(cpo_id, []).append(start)
+        for cpo_id, starts in sorted(by_cpo.items()):
+            self.session.execute(
+                update(_BUDGETS)
+                .where(b.cable_id == cable_id, b.cpo_id == cpo_id, b.start.in_(starts))
+                .values(reduced_at=case((and_(b.told.is_not(None), b.capacity < b.told), now), else_=None))
             )
-        )
 
     def confirm(self, cable_id: str, cpo_id: str, told: dict[datetime, Decimal], now: datetime) -> None:
         """The CPO now knows these budgets: a push it Accepted, or the answer to its own request."""
@@ -382,8 +383,32 @@ class Repository:
             self.session.execute(
                 update(_BUDGETS)
                 .where(b.cable_id == cable_id, b.cpo_id == cpo_id, b.start == start)
-                .values(told=value, reduced_at=case((b.capacity < value, func.coalesce(b.reduced_at, now)), else_=None))
+                .values(told=value, reduced_at=case((b.capacity < value, now), else_=None))
             )
+
+    def offered(self, cable_id: str, cpo_id: str, start: datetime, end: datetime) -> None:
+        """A push of the CPO's current budgets is leaving: where a budget is above what it confirmed,
+        it may use that budget from now on."""
+        b = BudgetRow.__table__.c
+        self.session.execute(
+            update(_BUDGETS)
+            .where(
+                b.cable_id == cable_id,
+                b.cpo_id == cpo_id,
+                b.start >= start,
+                b.start < end,
+                or_(b.told.is_(None), b.told < b.capacity),
+            )
+            .values(told=b.capacity, reduced_at=None)
+        )
+
+    def restart_notice(self, cpo_id: str, now: datetime) -> None:
+        """The CPO is back from offline: its unconfirmed lower budgets get a full notice period
+        from now, as if just sent (it could not have answered while it was away)."""
+        b = BudgetRow.__table__.c
+        self.session.execute(
+            update(_BUDGETS).where(b.cpo_id == cpo_id, b.reduced_at.is_not(None)).values(reduced_at=now)
+        )
 
     def expired_holds(self, cable_id: str, expired_before: datetime, since: datetime) -> list[tuple[str, datetime]]:
         """(cpo, block) whose lower budget went unconfirmed for the whole notice period."""
@@ -417,11 +442,20 @@ class Repository:
         return dict(sorted((row.start, row.capacity) for row in rows))
 
     def delete_budgets_of(self, cable_id: str, cpo_id: str, *, since: datetime) -> None:
-        """Forget a CPO's budgets from `since` on; earlier ones stay as history."""
-        for table in (BudgetRow, PendingRequestRow):
-            self.session.execute(
-                delete(table).where(table.cable_id == cable_id, table.cpo_id == cpo_id, table.start >= since)
+        """Forget a CPO's budgets from `since` on (earlier ones stay as history), except what it was
+        told: that stays held, at budget 0, until it confirms the zero budget pushed to it or the
+        notice period passes."""
+        b = BudgetRow.__table__.c
+        mine = (b.cable_id == cable_id, b.cpo_id == cpo_id, b.start >= since)
+        self.session.execute(delete(BudgetRow).where(*mine, or_(b.told.is_(None), b.told <= Decimal(0))))
+        self.session.execute(update(_BUDGETS).where(*mine).values(capacity=Decimal(0)))
+        self.session.execute(
+            delete(PendingRequestRow).where(
+                PendingRequestRow.cable_id == cable_id,
+                PendingRequestRow.cpo_id == cpo_id,
+                PendingRequestRow.start >= since,
             )
+        )
 
     def _upsert(self, table: Any, rows: list[dict[str, Any]], keys: tuple[str, ...]) -> None:
         if not rows:
@@ -454,13 +488,44 @@ class Repository:
     # --- outbox -------------------------------------------------------------------------------
 
     def enqueue_pushes(self, cable_id: str, cpo_ids: Iterable[str], now: datetime) -> None:
-        """Owe each CPO a push of its budgets on the cable, in the decision's own transaction."""
-        rows = [
-            {"cpo_id": c, "cable_id": cable_id, "created_at": now, "attempts": 0, "next_attempt_at": now}
-            for c in sorted(set(cpo_ids))
-        ]
-        if rows:
-            self.session.execute(insert(OutboxRow), rows)
+        """Owe each CPO a push of its budgets on the cable, in the decision's own transaction. A
+        CPO that is backing off stays backed off: the new row joins its retry time and attempts."""
+        ids = sorted(set(cpo_ids))
+        if not ids:
+            return
+        o = OutboxRow.__table__.c
+        backing_off = {
+            row.cpo_id: (row.attempts, row.next_attempt_at)
+            for row in self.session.execute(
+                select(
+                    o.cpo_id,
+                    func.max(o.attempts).label("attempts"),
+                    func.max(o.next_attempt_at).label("next_attempt_at"),
+                )
+                .where(o.cpo_id.in_(ids), o.delivered_at.is_(None), o.attempts > 0)
+                .group_by(o.cpo_id)
+            )
+        }
+        rows = []
+        for cpo_id in ids:
+            attempts, due = backing_off.get(cpo_id, (0, now))
+            rows.append(
+                {
+                    "cpo_id": cpo_id,
+                    "cable_id": cable_id,
+                    "created_at": now,
+                    "attempts": attempts,
+                    "next_attempt_at": due,
+                }
+            )
+        self.session.execute(insert(OutboxRow), rows)
+
+    def push_now(self, cpo_id: str, now: datetime) -> None:
+        """The CPO is back: its undelivered pushes are due at once."""
+        o = OutboxRow.__table__.c
+        self.session.execute(
+            update(_OUTBOX).where(o.cpo_id == cpo_id, o.delivered_at.is_(None)).values(next_attempt_at=now)
+        )
 
     def cpos_with_due_pushes(self, now: datetime) -> list[str]:
         """CPOs whose oldest undelivered push is due, oldest first."""
@@ -485,12 +550,12 @@ class Repository:
         o = OutboxRow.__table__.c
         self.session.execute(update(_OUTBOX).where(o.id.in_(ids)).values(delivered_at=now, last_error=None))
 
-    def pushes_failed(self, ids: Sequence[int], error: str, retry_at: datetime) -> None:
+    def pushes_failed(self, ids: Sequence[int], attempts: int, error: str, retry_at: datetime) -> None:
         o = OutboxRow.__table__.c
         self.session.execute(
             update(_OUTBOX)
             .where(o.id.in_(ids))
-            .values(attempts=o.attempts + 1, next_attempt_at=retry_at, last_error=error[:2000])
+            .values(attempts=attempts, next_attempt_at=retry_at, last_error=error[:2000])
         )
 
     def outbox(self) -> list[dict[str, Any]]:

@@ -74,10 +74,20 @@ def _require_subscription(repo: Repository, cable_id: str, cpo_id: str) -> None:
 
 
 def request(
-    ctx: Context, cable_id: str, cpo_id: str, blocks: Sequence[BlockQuantity], *, actor: str, field: str = "blocks"
+    ctx: Context,
+    cable_id: str,
+    cpo_id: str,
+    blocks: Sequence[BlockQuantity],
+    *,
+    actor: str,
+    field: str = "blocks",
+    answered: bool = False,
 ) -> RequestResult:
     """A CPO asks for a new budget per block: above its budget is a request, below a hand-back.
-    The answer is the CPO's budget for those blocks from now on, so it counts as confirmed."""
+
+    answered: the CPO itself receives the answer (OSCP), so its new budgets count as confirmed;
+    otherwise (an engineer on its behalf) it learns them from the push that follows.
+    """
     wanted = _blocks(blocks, field, "capacity")
     with ctx.db.write((cable_id,)) as session:
         now = ctx.clock()  # under the lock
@@ -96,7 +106,7 @@ def request(
         cable = repo.cable(cable_id)
         wanted = _in_cable_unit(wanted, blocks, cable, field, "capacity")
         horizon = open_book(repo, ctx, cable, now, start=min(wanted), end=max(wanted) + BLOCK)
-        outcome = request_capacity(horizon.book, cpo_id, wanted, now=now, policy=ctx.policy)
+        outcome = request_capacity(horizon.book, cpo_id, wanted, now=now, policy=ctx.policy, answered=answered)
         asked = sum(wanted.values(), ZERO)
         got = sum(outcome.budgets.values(), ZERO)
         message = f"{cpo_id} asked for {asked} {cable.unit} over {len(wanted)} blocks and now holds {got}"
@@ -104,7 +114,8 @@ def request(
             now, actor, "request", message, cable_id=cable_id, cpo_id=cpo_id, status=outcome.status.value
         )
         decision_id = commit(repo, horizon, decision, outcome.ledger, touched=wanted)
-        repo.confirm(cable_id, cpo_id, outcome.budgets, now)
+        if answered:
+            repo.confirm(cable_id, cpo_id, outcome.budgets, now)
         backup = horizon.book.minimum(cpo_id)
     return RequestResult(decision_id, outcome.status, outcome.budgets, cable.unit, backup)
 

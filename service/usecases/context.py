@@ -111,7 +111,7 @@ def save_hand_out(
     check_invariants(book, starts, changes)
     check_blocks_follow_cable(book, starts)
     repo.save_book(book, starts, changes)
-    repo.note_reductions(book.cable.id, sorted({c.block_start for c in changes}), now)
+    repo.note_reductions(book.cable.id, {(c.cpo_id, c.block_start) for c in changes}, now)
     repo.enqueue_pushes(book.cable.id, {c.cpo_id for c in changes}, now)
     if new_starts:
         message = f"{len(new_starts)} blocks entered the horizon and were handed out"

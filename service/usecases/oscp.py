@@ -104,7 +104,9 @@ class AdjustResult:
 
 def request(ctx: Context, cpo_id: str, cable_id: str, blocks: Sequence[BlockQuantity]) -> AdjustResult:
     """RequestAdjustedCapacity: the decision of the REST API, answered with the budgets after it."""
-    result = capacity.request(ctx, cable_id, cpo_id, blocks, actor=f"cpo:{cpo_id}", field="requestedBlock")
+    result = capacity.request(
+        ctx, cable_id, cpo_id, blocks, actor=f"cpo:{cpo_id}", field="requestedBlock", answered=True
+    )
     forecast = CpoForecast(cable_id, result.unit, result.budgets, result.backup)
     short = sum((max(ZERO, b.value - result.budgets[b.start]) for b in blocks if b.start in result.budgets), ZERO)
     reason = None
@@ -126,7 +128,16 @@ def report_usage(ctx: Context, cpo_id: str, cable_id: str, blocks: Sequence[Bloc
 def seen(ctx: Context, cpo_id: str) -> None:
     """The CPO was heard from: it answered us or called us with valid credentials."""
     with ctx.db.write() as session:
-        Repository(session).seen(cpo_id, ctx.clock())
+        _heard_from(ctx, Repository(session), cpo_id)
+
+
+def _heard_from(ctx: Context, repo: Repository, cpo_id: str) -> None:
+    now = ctx.clock()
+    before = repo.seen(cpo_id, now)
+    if before is not None and before < hold_rules(ctx, now).offline_before:
+        log.info("CPO %s is back after being offline since %s", cpo_id, before.isoformat())
+        repo.restart_notice(cpo_id, now)  # it could not confirm while away: the notice starts now
+        repo.push_now(cpo_id, now)
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,10 +181,12 @@ def send_heartbeats(ctx: Context, link: PeerLink) -> dict[str, str]:
     for cpo in cpos:
         try:
             link.heartbeat(cpo)
+            seen(ctx, cpo.id)
         except PeerUnreachable as exc:
             failed[cpo.id] = str(exc)
-            continue
-        seen(ctx, cpo.id)
+        except Exception as exc:  # one CPO must not stop the others
+            log.exception("heartbeat to %s failed", cpo.id)
+            failed[cpo.id] = str(exc) or type(exc).__name__
     return failed
 
 
@@ -195,61 +208,80 @@ def backoff(attempts: int) -> timedelta:
 def deliver_pushes(ctx: Context, link: PeerLink) -> DeliveryResult:
     """Deliver every due push: per CPO, one UpdateCableCapacityForecast with its current budgets on
     each cable it is owed, rendered after every change the pushes stand for. Accepted pushes
-    confirm those budgets, which may free held capacity for others (and owe them pushes)."""
+    confirm those budgets, which may free held capacity for others (and owe them pushes).
+    A CPO that fails, for whatever reason, backs off; the others are still served."""
     result = DeliveryResult()
     with ctx.db.read() as session:
         due = Repository(session).cpos_with_due_pushes(ctx.clock())
     for cpo_id in due:
         try:
-            settled = _deliver_to(ctx, link, cpo_id)
+            result.delivered[cpo_id] = _deliver_to(ctx, link, cpo_id)
         except PeerUnreachable as exc:
             result.failed[cpo_id] = str(exc)
-            continue
-        result.delivered[cpo_id] = settled
+        except Exception as exc:  # a bug or the database: logged, backed off, never blocks the others
+            log.exception("delivering pushes to %s failed", cpo_id)
+            result.failed[cpo_id] = str(exc) or type(exc).__name__
+            _failed(ctx, cpo_id, result.failed[cpo_id])
     return result
 
 
 def _deliver_to(ctx: Context, link: PeerLink, cpo_id: str) -> int:
-    now = ctx.clock()
-    h_start, h_end = ctx.horizon(now)
-    with ctx.db.read() as session:  # one snapshot: the rows and the budgets they stand for
+    with ctx.db.read() as session:
         repo = Repository(session)
         cpo = repo.cpo(cpo_id)
         rows = repo.pending_pushes(cpo_id)
-        ids = [r[0] for r in rows]
-        attempts = max((r[2] for r in rows), default=0)
-        cable_ids = list(dict.fromkeys(r[1] for r in rows))  # in the order they were owed
-        owed = []
-        for cable_id in cable_ids:
-            if not repo.cable_exists(cable_id):
-                continue  # the cable is gone: nothing left to tell
-            starts = sorted(repo.block_starts(cable_id, h_start, h_end))[:MAX_FORECAST_BLOCKS]
-            if starts:
-                owed.append(_forecast(repo, repo.cable(cable_id), cpo_id, starts))
-    if not ids:
+    if not rows:
         return 0
+    ids = [r[0] for r in rows]
+    # Offered after the rows were read, so they carry every change the rows stand for.
+    owed = [f for cable_id in dict.fromkeys(r[1] for r in rows) if (f := offer(ctx, cpo_id, cable_id))]
     try:
         rejected = link.push(cpo, owed) if owed else None
     except PeerUnreachable as exc:
-        _failed(ctx, ids, attempts, str(exc))
+        _failed(ctx, cpo_id, str(exc))
         raise
     if rejected is not None:
         why = f"{cpo_id} rejected the push: {rejected}"
-        _failed(ctx, ids, attempts, why)
+        _failed(ctx, cpo_id, why)
         raise PeerUnreachable(why)
     for forecast in owed:
         confirm(ctx, cpo_id, forecast)
     with ctx.db.write() as session:
         repo = Repository(session)
         repo.pushes_delivered(ids, ctx.clock())
-        repo.seen(cpo_id, ctx.clock())
+        _heard_from(ctx, repo, cpo_id)
     return len(ids)
 
 
-def _failed(ctx: Context, ids: Sequence[int], attempts: int, why: str) -> None:
-    log.warning("push failed (attempt %d): %s", attempts + 1, why)
+def offer(ctx: Context, cpo_id: str, cable_id: str) -> CpoForecast | None:
+    """The CPO's budgets on the cable as they are about to be pushed (None: nothing to tell).
+
+    From the moment a push leaves, the CPO may use what it offers, so any budget above what the
+    CPO confirmed counts as told at once, under the cable's lock: a decision racing the push then
+    holds it rather than granting it to someone else.
+    """
+    with ctx.db.write((cable_id,)) as session:
+        now = ctx.clock()  # under the lock
+        h_start, h_end = ctx.horizon(now)
+        repo = Repository(session)
+        if not repo.cable_exists(cable_id):
+            return None  # the cable is gone: nothing left to tell
+        starts = sorted(repo.block_starts(cable_id, h_start, h_end))[:MAX_FORECAST_BLOCKS]
+        if not starts:
+            return None
+        forecast = _forecast(repo, repo.cable(cable_id), cpo_id, starts)
+        repo.offered(cable_id, cpo_id, starts[0], starts[-1] + BLOCK)
+        return forecast
+
+
+def _failed(ctx: Context, cpo_id: str, why: str) -> None:
+    """Back off every undelivered push of the CPO, new ones included, from its attempts so far."""
+    log.warning("push to %s failed: %s", cpo_id, why)
     with ctx.db.write() as session:
-        Repository(session).pushes_failed(ids, why, ctx.clock() + backoff(attempts))
+        repo = Repository(session)
+        rows = repo.pending_pushes(cpo_id)
+        attempts = max((r[2] for r in rows), default=0)
+        repo.pushes_failed([r[0] for r in rows], attempts + 1, why, ctx.clock() + backoff(attempts))
 
 
 def confirm(ctx: Context, cpo_id: str, forecast: CpoForecast) -> None:

@@ -40,14 +40,11 @@ def live_server(app: Flask) -> Iterator[str]:
         server.server_close()
 
 
-def make_grid(
-    ctx: Context, *, endpoint: str = "http://127.0.0.1:9/oscp/1.0", binding: Binding = Binding.SOAP11
-) -> None:
-    """Cable c1 (A, limit 100, base load 20, margin 10: 70 available) with CPOs a (weight 1,
-    minimum 10) and b (weight 2, minimum 5), usernames user-a and user-b."""
-    cable = Cable(
-        id="c1",
-        name="Kerkstraat",
+def kerkstraat(cable_id: str = "c1") -> Cable:
+    """A cable in A: limit 100, base load 20, margin 10, so 70 available per block."""
+    return Cable(
+        id=cable_id,
+        name=f"Kerkstraat {cable_id}",
         unit=Unit.AMPERE,
         rated_limit=Decimal(100),
         phases=3,
@@ -55,11 +52,27 @@ def make_grid(
         margin=Decimal(10),
         base_load=Decimal(20),
     )
-    grid.create_cable(ctx, cable, actor="engineer")
+
+
+TERMS = {"a": (1, 10), "b": (2, 5)}  # CPO -> (weight, guaranteed minimum)
+
+
+def subscribe(ctx: Context, cable_id: str, cpo_ids: tuple[str, ...] = ("a", "b")) -> None:
+    for cpo_id in cpo_ids:
+        weight, minimum = TERMS[cpo_id]
+        grid.subscribe(ctx, Subscription(cable_id, cpo_id, Decimal(weight), Decimal(minimum)), actor="engineer")
+
+
+def make_grid(
+    ctx: Context, *, endpoint: str = "http://127.0.0.1:9/oscp/1.0", binding: Binding = Binding.SOAP11
+) -> None:
+    """Cable c1 (see kerkstraat) with CPOs a (weight 1, minimum 10) and b (weight 2, minimum 5),
+    usernames user-a and user-b, whose OSCP endpoints are under `endpoint`."""
+    grid.create_cable(ctx, kerkstraat(), actor="engineer")
     url = f"{endpoint}/json" if binding is Binding.JSON else f"{endpoint}/soap"
-    for cpo_id, weight, minimum in (("a", 1, 10), ("b", 2, 5)):
+    for cpo_id in TERMS:
         cpos.create_cpo(ctx, Cpo(cpo_id, f"CPO {cpo_id}", f"user-{cpo_id}", url, binding), PASSWORD, actor="test")
-        grid.subscribe(ctx, Subscription("c1", cpo_id, Decimal(weight), Decimal(minimum)), actor="engineer")
+        subscribe(ctx, "c1", (cpo_id,))
 
 
 def dso_service(base_url: str, version: str = "1.1", *, username: str = "user-a", wsse: bool = False) -> Any:

@@ -22,13 +22,12 @@ import requests
 import zeep
 from jsonschema import Draft202012Validator, FormatChecker
 from lxml import etree
-from oscp_support import PASSWORD, dso_service, live_server, make_grid
+from oscp_support import PASSWORD, dso_service, kerkstraat, live_server, make_grid, subscribe
 from test_api_support import TOKEN, make_app
 from zeep.helpers import serialize_object
 
 from service.app import wiring
-from service.domain.model import Binding, Cable, Cpo, Subscription
-from service.domain.units import Unit
+from service.domain.model import Binding, Cpo
 from service.oscp.v1.gateway import WSDL_DIR
 from service.oscp.v1.messages import NAMESPACE
 from service.usecases import Context, audit, capacity, cpos, grid
@@ -74,24 +73,8 @@ def serve(ctx: Context, **settings: Any) -> Iterator[str]:
 
 def twin_cable(ctx: Context, cable_id: str = "c2", subscribers: tuple[str, ...] = ("a", "b")) -> None:
     """A cable like make_grid's c1, its CPOs subscribed in the same order with the same terms."""
-    grid.create_cable(
-        ctx,
-        Cable(
-            id=cable_id,
-            name="Kerkstraat twin",
-            unit=Unit.AMPERE,
-            rated_limit=Decimal(100),
-            phases=3,
-            voltage_v=Decimal(230),
-            margin=Decimal(10),
-            base_load=Decimal(20),
-        ),
-        actor="engineer",
-    )
-    terms = {"a": (1, 10), "b": (2, 5)}
-    for cpo_id in subscribers:
-        weight, minimum = terms[cpo_id]
-        grid.subscribe(ctx, Subscription(cable_id, cpo_id, Decimal(weight), Decimal(minimum)), actor="engineer")
+    grid.create_cable(ctx, kerkstraat(cable_id), actor="engineer")
+    subscribe(ctx, cable_id, subscribers)
 
 
 def third_cpo(ctx: Context) -> None:

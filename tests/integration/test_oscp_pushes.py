@@ -1,7 +1,7 @@
 """Pushes, the outbox, holds and heartbeats, against a real CPO endpoint on loopback."""
 
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from conftest import Clock
@@ -15,7 +15,7 @@ from service.oscp.v1.client import OscpClient
 from service.oscp.v1.gateway import WSDL_DIR
 from service.oscp.v1.link import OscpPeerLink
 from service.oscp.v1.recorder import Recorder
-from service.store import Database, Repository
+from service.store import Database
 from service.usecases import Context, capacity, grid, oscp
 
 ALL_BLOCKS = 192
@@ -83,9 +83,7 @@ def test_every_budget_change_is_pushed_over_the_cpos_binding(ctx: Context, bindi
             assert len(forecast.forecasted_block) == ALL_BLOCKS
             assert forecast.backup_capacity is not None
             assert forecast.forecasted_block[0].start_time == T0
-            assert {(b.unit, b.phase) for b in forecast.forecasted_block} == {
-                (m.UnitOfMeasure.A, m.PhaseIndicator.ALL)
-            }
+            assert {(b.unit, b.phase) for b in forecast.forecasted_block} == {(m.UnitOfMeasure.A, m.PhaseIndicator.ALL)}
         by_backup = {p.capacity_forecast[0].backup_capacity.capacity for p in endpoint.pushes()}  # type: ignore[union-attr]
         assert by_backup == {D(10), D(5)}  # each CPO's minimum
 
@@ -165,14 +163,13 @@ def test_backoff_doubles_up_to_five_minutes() -> None:
     assert waits[-1] >= 240
 
 
-def test_a_rejected_push_is_retried_and_confirms_nothing(cpos: Cpos) -> None:
+def test_a_rejected_push_is_retried_and_what_it_offered_stays_held(cpos: Cpos) -> None:
     cpos.endpoint.answer = "Rejected"
     result = cpos.deliver()
     assert "test says no" in result.failed["a"]
     assert oscp.outbox(cpos.ctx)[0]["depth"] == 2
-    with cpos.ctx.db.read() as session:
-        assert Repository(session).budgets_of("c1", "a", T0, T0 + Q)  # budgets exist...
-    assert told(cpos.ctx, "a") == {}  # ...but none is confirmed
+    # a may have read the budgets before rejecting them: they count as what it may use
+    assert told(cpos.ctx, "a") == {s: v["a"] for s, v in budgets(cpos.ctx).items()}
 
 
 def told(ctx: Context, cpo_id: str) -> dict[object, D]:
@@ -187,18 +184,18 @@ def told(ctx: Context, cpo_id: str) -> dict[object, D]:
 # reclaim safely: capacity taken from b reaches a only after b Accepted, or after the notice
 
 
-def reclaim_from_b(cpos: Cpos) -> None:
+def reclaim_from_b(cpos: Cpos, block: datetime = F) -> None:
     """b confirmed its budgets and reported low usage; a asks for more than is unallocated."""
     ctx = cpos.ctx
     confirm_all(cpos)
     capacity.report_usage(ctx, "c1", "b", [bq(T0, 2)], actor="b")
-    assert budgets(ctx)[F] == {"a": D(26), "b": D(37)}  # 63 of 70 handed out, 7 kept back
-    result = capacity.request(ctx, "c1", "a", [bq(F, 50)], actor="a")
+    assert budgets(ctx)[block] == {"a": D(26), "b": D(37)}  # 63 of 70 handed out, 7 kept back
+    result = capacity.request(ctx, "c1", "a", [bq(block, 50)], actor="a")
     # 7 unallocated go to a at once; the other 17 are taken from b (which keeps at least its
     # minimum 5 > peak 2 * 1.2) but held for b until it confirms
     assert result.status is AdjustStatus.PARTIALLY_ACCEPTED
-    assert budgets(ctx)[F] == {"a": D(33), "b": D(20)}
-    assert pending(ctx) == {("a", F): D(50)}
+    assert budgets(ctx)[block] == {"a": D(33), "b": D(20)}
+    assert pending(ctx) == {("a", block): D(50)}
 
 
 def test_reclaimed_capacity_waits_for_the_cpo_it_was_taken_from_to_accept(cpos: Cpos) -> None:
@@ -220,8 +217,9 @@ def test_an_unanswered_reclaim_is_granted_after_the_notice_period(cpos: Cpos, cl
     ctx = cpos.ctx
     cpos.endpoint.answer = "fail"
     assert set(cpos.deliver().failed) == {"a", "b"}
-    clock.advance(timedelta(minutes=14))
-    oscp.seen(ctx, "b")  # b is online (it heartbeats), it just does not accept the push
+    for _ in range(7):
+        clock.advance(timedelta(minutes=2))
+        oscp.seen(ctx, "b")  # b is online (it heartbeats), it just does not accept the push
     assert oscp.release_expired_holds(ctx) == {}
     assert budgets(ctx)[F]["a"] == D(33)
     clock.advance(timedelta(minutes=1))
@@ -262,3 +260,70 @@ def test_heartbeats_both_ways_keep_a_cpo_online(cpos: Cpos, clock: Clock) -> Non
     cpos.recorder.flush()
     outcomes = {(r["operation"], r["outcome"]) for r in oscp.messages(ctx)}
     assert outcomes == {("Heartbeat", "ok"), ("Heartbeat", "Unreachable")}
+
+
+def test_a_cpo_back_from_offline_gets_a_full_notice_period(cpos: Cpos, clock: Clock) -> None:
+    later = F + 12 * Q
+    reclaim_from_b(cpos, later)  # 17 taken from b is held until b confirms
+    ctx = cpos.ctx
+    cpos.endpoint.answer = "fail"
+    assert set(cpos.deliver().failed) == {"a", "b"}
+    clock.advance(timedelta(hours=1))  # b was offline all along: its hold never expired
+    oscp.seen(ctx, "a")
+    assert oscp.release_expired_holds(ctx) == {}
+    assert budgets(ctx)[later]["a"] == D(33)
+    oscp.seen(ctx, "b")  # b is back; it could not have answered while away
+    assert {r["cpo_id"]: r["next_attempt_at"] for r in oscp.outbox(ctx)}["b"] == clock.now  # pushed at once
+    for _ in range(7):  # online from now on, still not answering pushes
+        clock.advance(timedelta(minutes=2))
+        oscp.seen(ctx, "b")
+    assert oscp.release_expired_holds(ctx) == {}
+    assert budgets(ctx)[later]["a"] == D(33)  # still held: the notice runs from b's return
+    clock.advance(timedelta(minutes=1))
+    assert oscp.release_expired_holds(ctx) == {}
+    assert budgets(ctx)[later]["a"] == D(50)
+
+
+def test_a_push_in_flight_holds_what_it_offers(cpos: Cpos) -> None:
+    ctx = cpos.ctx
+    capacity.report_usage(ctx, "c1", "b", [bq(T0, 2)], actor="b")
+    forecast = oscp.offer(ctx, "b", "c1")  # the push to b leaves; b may use its 37 from now on
+    assert forecast is not None
+    assert forecast.budgets[F] == D(37)
+    assert told(ctx, "b")[F] == D(37)
+    # Before b answers, a asks for more: 17 is taken from b but held, as b may be using it.
+    capacity.request(ctx, "c1", "a", [bq(F, 50)], actor="a")
+    assert budgets(ctx)[F] == {"a": D(33), "b": D(20)}
+    oscp.confirm(ctx, "b", forecast)  # b accepts the 37 it was sent: still more than its budget
+    assert budgets(ctx)[F]["a"] == D(33)
+    assert cpos.deliver().failed == {}  # the push of 20 is accepted: now a gets it
+    assert budgets(ctx)[F] == {"a": D(50), "b": D(20)}
+
+
+def test_a_cpo_removed_from_a_cable_keeps_what_it_was_told_until_it_confirms(cpos: Cpos) -> None:
+    ctx = cpos.ctx
+    confirm_all(cpos)
+    capacity.request(ctx, "c1", "a", [bq(F, 60)], actor="a")  # waits for b's capacity
+    assert budgets(ctx)[F]["a"] == D(33)
+    grid.unsubscribe(ctx, "c1", "b", actor="engineer")
+    assert budgets(ctx)[F]["a"] == D(33)  # b's 37 is held until b learns its budget is 0
+    assert cpos.deliver().failed == {}
+    pushed_to_b = [p for p in cpos.endpoint.pushes() if pushed_budgets(p)[F] == 0]
+    assert pushed_to_b, "b was told its budget is 0"
+    assert budgets(ctx)[F]["a"] == D(63)  # its request served, then topped up to the reserve line
+
+
+def test_a_client_that_keeps_failing_to_log_in_is_refused_without_a_check(ctx: Context) -> None:
+    from oscp_support import PASSWORD
+    from test_api_support import make_app
+
+    from service.oscp.v1.gateway import FAILED_LOGINS_PER_MINUTE
+
+    make_grid(ctx)
+    client = make_app(ctx).test_client()
+
+    def heartbeat(password: str) -> int:
+        return client.post("/oscp/1.0/json/Heartbeat", json={}, auth=("user-a", password)).status_code
+
+    assert [heartbeat("wrong password!") for _ in range(FAILED_LOGINS_PER_MINUTE)] == [401] * FAILED_LOGINS_PER_MINUTE
+    assert heartbeat(PASSWORD) == 429  # even the right password: guessing stops here

@@ -145,9 +145,9 @@ class AllocationMachine(RuleBasedStateMachine):
         assert flat(state) == flat(after), "ledger does not reproduce the new budgets"
         for start in {c.block_start for c in ledger.changes if c.new > c.old}:
             block = self.book.blocks[start]
-            promised = sum(
-                (max(b, self.told.get((cpo, start), ZERO)) for cpo, b in block.budgets.items()), ZERO
-            ) + sum((t for (cpo, s), t in self.told.items() if s == start and cpo not in block.budgets), ZERO)
+            promised = sum((max(b, self.told.get((cpo, start), ZERO)) for cpo, b in block.budgets.items()), ZERO) + sum(
+                (t for (cpo, s), t in self.told.items() if s == start and cpo not in block.budgets), ZERO
+            )
             assert promised <= block.available, f"block {start}: raised while {promised} is promised"
 
     @staticmethod
@@ -389,8 +389,7 @@ class AllocationMachine(RuleBasedStateMachine):
         before, pending_before = self._snapshot()
         notice_from = self.now + self.policy.reclaim_notice
 
-        ledger = resubscribe(book, now=self.now, policy=self.policy)
-        self.told = {key: t for key, t in self.told.items() if key[0] in book.subscriptions}  # dropped with them
+        ledger = resubscribe(book, now=self.now, policy=self.policy)  # a CPO that left keeps its holds
 
         self._check_replay(before, ledger)
         subs = book.subscriptions

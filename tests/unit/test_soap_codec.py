@@ -221,6 +221,8 @@ def test_a_reply_of_the_wrong_type_is_a_programming_error(dso: SoapCodec) -> Non
 
 
 HEARTBEAT = f'<HeartbeatRequest xmlns="{NAMESPACE}"/>'
+
+
 def envelope11(body: str, header: str = "") -> bytes:
     return f'<soap:Envelope xmlns:soap="{SOAP11}">{header}<soap:Body>{body}</soap:Body></soap:Envelope>'.encode()
 

@@ -11,6 +11,8 @@ fine while nobody mutates them).
 """
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal, cast
 
@@ -75,7 +77,9 @@ class OscpClient:
         self._password = password
         self._timeout_s = timeout_s
         self._session = requests.Session()
-        self._session.auth = (username, password)
+        self._credentials = bool(password)  # no password: calls carry no credentials at all
+        if self._credentials:
+            self._session.auth = (username, password)
         self._lock = threading.Lock()
         self._last_reply = threading.local()
         self._soap_clients: dict[tuple[Peer, SoapVersion], tuple[Any, str]] = {}
@@ -98,23 +102,28 @@ class OscpClient:
     def close(self) -> None:
         self._session.close()
 
-    # --- SOAP -------------------------------------------------------------------------------------
-
-    def _call_soap(
-        self, url: str, version: SoapVersion, operation: Operation, message: Message, peer: Peer
-    ) -> Message:
-        client, binding_name = self._soap_client(peer, version)
-        what = f"{operation.name} (SOAP {version}) to {url}"
-        values = to_zeep_values(wire.to_wire(message))
+    @contextmanager
+    def _transport_errors(self, what: str, url: str) -> Iterator[None]:
+        """HTTP-level failures (both bindings) as CallFailed saying what happened."""
         try:
-            service = client.create_service(binding_name, url)
-            result = service[operation.name](**values)
+            yield
         except requests.Timeout:
             raise CallFailed(f"{what} timed out after {self._timeout_s:g} s", url=url) from None
         except requests.ConnectionError as exc:
             raise CallFailed(f"{what} failed: cannot connect ({_first_line(exc)})", url=url) from None
         except requests.RequestException as exc:
             raise CallFailed(f"{what} failed: {_first_line(exc)}", url=url) from None
+
+    # --- SOAP -------------------------------------------------------------------------------------
+
+    def _call_soap(self, url: str, version: SoapVersion, operation: Operation, message: Message, peer: Peer) -> Message:
+        client, binding_name = self._soap_client(peer, version)
+        what = f"{operation.name} (SOAP {version}) to {url}"
+        values = to_zeep_values(wire.to_wire(message))
+        try:
+            service = client.create_service(binding_name, url)
+            with self._transport_errors(what, url):
+                result = service[operation.name](**values)
         except zeep.exceptions.Fault as exc:
             if exc.code is None and isinstance(exc.detail, bytes | None):  # zeep: the reply held no SOAP Fault
                 status = getattr(self._last_reply, "status", "?")
@@ -146,7 +155,7 @@ class OscpClient:
                 client = _Client(
                     str(self._wsdl_dir / _WSDL_FILES[peer]),
                     transport=transport,
-                    wsse=_UsernameToken(self._username, self._password),  # PasswordText unless use_digest
+                    wsse=_UsernameToken(self._username, self._password) if self._credentials else None,
                 )
                 kind = Soap11Binding if version is SoapVersion.SOAP11 else Soap12Binding
                 names = [name for name, b in client.wsdl.bindings.items() if type(b) is kind]
@@ -164,14 +173,8 @@ class OscpClient:
         codec = self._json[peer]
         body = codec.encode_request(message)
         headers = {"Content-Type": CONTENT_TYPE, "Accept": "application/json"}
-        try:
+        with self._transport_errors(what, url):
             reply = self._session.post(url, data=body, headers=headers, timeout=self._timeout_s)
-        except requests.Timeout:
-            raise CallFailed(f"{what} timed out after {self._timeout_s:g} s", url=url) from None
-        except requests.ConnectionError as exc:
-            raise CallFailed(f"{what} failed: cannot connect ({_first_line(exc)})", url=url) from None
-        except requests.RequestException as exc:
-            raise CallFailed(f"{what} failed: {_first_line(exc)}", url=url) from None
         try:
             return codec.decode_response(operation, reply.status_code, reply.content)
         except OscpFault as exc:

@@ -33,6 +33,7 @@ log = logging.getLogger("gridcap.oscp")
 WSDL_DIR = Path(__file__).resolve().parents[3] / "wsdl"
 PREFIX = "/oscp/1.0"
 _REALM = 'Basic realm="gridcap OSCP", charset="UTF-8"'
+FAILED_LOGINS_PER_MINUTE = 20  # each costs a password hash; a CPO that mistyped is not locked out long
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,7 @@ class DsoGateway:
         self.json = JsonCodec(m.DSO_OPERATIONS)
         self.credentials = CredentialCache(lambda u, p: cpo_cases.authenticate(ctx, u, p))
         self.limiter = RateLimiter(settings.rate_per_minute)
+        self.failed_logins = RateLimiter(FAILED_LOGINS_PER_MINUTE)  # per client address
         self._seen_lock = threading.Lock()
         self._seen_at: dict[str, float] = {}
 
@@ -112,6 +114,7 @@ class DsoGateway:
                 ),
                 headers={"WWW-Authenticate": _REALM},
             )
+        self._limited(self.failed_logins.check, self._address())  # a client that keeps failing is not checked
         try:
             cpo_ids = {self.credentials.cpo_of(user, password) for user, password in pairs}
         except NotAuthorized:
@@ -132,11 +135,19 @@ class DsoGateway:
 
     def _throttle_failures(self) -> None:
         """Failed logins count against the client's address: guessing passwords is rate limited too."""
-        self._take(f"address:{request.remote_addr}")
+        self._limited(self.failed_logins.take, self._address())
+
+    @staticmethod
+    def _address() -> str:
+        return f"address:{request.remote_addr}"
 
     def _take(self, key: str) -> None:
+        self._limited(self.limiter.take, key)
+
+    @staticmethod
+    def _limited(step: Callable[[str], None], key: str) -> None:
         try:
-            self.limiter.take(key)
+            step(key)
         except RateLimited as exc:
             raise _Outcome(
                 m.OscpFault(m.FaultCode.INVALID_REQUEST, str(exc)),

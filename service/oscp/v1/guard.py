@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from service.domain.errors import NotAuthorized
 
 CREDENTIAL_TTL_S = 60.0
+MAX_KEYS = 10_000  # rate-limit buckets kept before idle ones are dropped
 
 
 class CredentialCache:
@@ -70,16 +71,26 @@ class RateLimiter:
         self._buckets: dict[str, _Bucket] = {}
 
     def take(self, key: str) -> None:
+        """Spend one request of `key`'s allowance, or raise RateLimited."""
+        self._refill(key, spend=1)
+
+    def check(self, key: str) -> None:
+        """Raise RateLimited if `key` has nothing left, without spending anything."""
+        self._refill(key, spend=0)
+
+    def _refill(self, key: str, *, spend: int) -> None:
         now = time.monotonic()
         with self._lock:
             bucket = self._buckets.get(key)
             if bucket is None:
+                if len(self._buckets) >= MAX_KEYS:  # addresses come and go: forget the full buckets
+                    self._buckets = {k: b for k, b in self._buckets.items() if b.tokens < self.per_minute}
                 bucket = self._buckets[key] = _Bucket(float(self.per_minute), now)
             bucket.tokens = min(float(self.per_minute), bucket.tokens + (now - bucket.at) * self._rate)
             bucket.at = now
             if bucket.tokens < 1:
                 raise RateLimited(max(1, int((1 - bucket.tokens) / self._rate + 0.999)), self.per_minute)
-            bucket.tokens -= 1
+            bucket.tokens -= spend
 
 
 __all__ = ["CredentialCache", "NotAuthorized", "RateLimited", "RateLimiter"]
