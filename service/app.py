@@ -30,8 +30,16 @@ def create_app(settings: Settings, ctx: Context | None = None) -> Flask:
     app = Flask("gridcap")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     recorder = Recorder(ctx)
-    gateway = DsoGateway(ctx, GatewaySettings(settings.max_body_bytes, settings.oscp_rate_per_minute), recorder)
-    register_api(app, ctx, admin_token=settings.resolved_admin_token(), flush_record=recorder.flush)
+    gateway = DsoGateway(
+        ctx, GatewaySettings(settings.max_body_bytes, settings.oscp_rate_per_minute, settings.public_url), recorder
+    )
+    register_api(
+        app,
+        ctx,
+        admin_token=settings.resolved_admin_token(),
+        flush_record=recorder.flush,
+        logins_changed=gateway.credentials.forget,  # other processes forget within CREDENTIAL_TTL_S
+    )
     register_oscp(app, gateway)
     app.extensions["gridcap"] = Wiring(ctx, recorder, gateway)
     return app

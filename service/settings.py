@@ -5,6 +5,7 @@ environment variable GRIDCAP_<KEY>; the environment wins. Nothing is read at imp
 """
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -36,6 +37,7 @@ class Settings:
     heartbeat_interval_s: int = 60
     oscp_rate_per_minute: int = 600  # requests per CPO per minute, per server process
     oscp_push_timeout_s: int = 10
+    public_url: str = ""  # how CPOs reach this service, e.g. https://dso.example; empty: the host they used
     oscp_username: str = "dso"  # how the DSO identifies itself to CPO endpoints
     oscp_password: str = ""  # empty: pushes and heartbeats to CPOs carry no credentials
     log_level: str = "INFO"
@@ -109,6 +111,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     settings = Settings(**converted)
     if not Decimal(0) <= settings.usage_margin_share <= 10:
         raise ConfigError("usage_margin_share must be between 0 and 10 (0.2 = keep peak usage + 20 %)")
+    if settings.public_url and not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", settings.public_url):
+        raise ConfigError(f"public_url must be an http(s) URL such as https://dso.example, got {settings.public_url!r}")
     if settings.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
         raise ConfigError("log_level must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
     return settings

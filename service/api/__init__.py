@@ -36,7 +36,12 @@ class _Api(flask_smorest.Api):  # type: ignore[misc]  # untyped library
 
 
 def register_api(
-    app: Flask, ctx: Context, *, admin_token: str, flush_record: Callable[[], None] = lambda: None
+    app: Flask,
+    ctx: Context,
+    *,
+    admin_token: str,
+    flush_record: Callable[[], None] = lambda: None,
+    logins_changed: Callable[[], None] = lambda: None,
 ) -> None:
     """Mount the API, its docs and its error handlers on `app`; routes call use cases on `ctx`."""
     app.config.update(
@@ -54,7 +59,14 @@ def register_api(
         "bearerAuth", {"type": "http", "scheme": "bearer", "description": "the admin token"}
     )
     api.register_blueprint(health.blueprint(ctx))
-    for blp in (*(m.blueprint(ctx) for m in (cables, cpos, capacity, audit)), oscp.blueprint(ctx, flush_record)):
+    blueprints = [
+        cables.blueprint(ctx),
+        cpos.blueprint(ctx, logins_changed),
+        capacity.blueprint(ctx),
+        audit.blueprint(ctx),
+        oscp.blueprint(ctx, flush_record),
+    ]
+    for blp in blueprints:
         protect(blp, admin_token)
         api.register_blueprint(blp)
     app.register_blueprint(docs.assets_blueprint())

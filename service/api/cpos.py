@@ -1,5 +1,6 @@
 """Charge point operators. Their passwords go in and never come out."""
 
+from collections.abc import Callable
 from typing import Any
 
 from flask import Response, url_for
@@ -11,7 +12,9 @@ from service.domain.model import Cpo
 from service.usecases import Context, cpos
 
 
-def blueprint(ctx: Context) -> Blueprint:
+def blueprint(ctx: Context, logins_changed: Callable[[], None] = lambda: None) -> Blueprint:
+    """`logins_changed` runs after a CPO's login changed or went away (the gateway forgets what
+    credentials it verified)."""
     blp = Blueprint("cpos", __name__, url_prefix="/api/v1", description="Charge point operators and their logins.")
 
     @blp.route("/cpos", methods=["GET"])
@@ -40,13 +43,16 @@ def blueprint(ctx: Context) -> Blueprint:
     @blp.response(200, CpoSchema)
     def update_cpo(body: dict[str, Any], cpo_id: str) -> Cpo:
         """Change a CPO (a new password replaces the old one)"""
-        return cpos.update_cpo(ctx, cpo_id, body, actor=ACTOR)
+        cpo = cpos.update_cpo(ctx, cpo_id, body, actor=ACTOR)
+        logins_changed()
+        return cpo
 
     @blp.route("/cpos/<cpo_id>", methods=["DELETE"])
     @blp.response(204)
     def delete_cpo(cpo_id: str) -> Response:
         """Delete a CPO that is subscribed to no cable"""
         cpos.delete_cpo(ctx, cpo_id, actor=ACTOR)
+        logins_changed()
         return Response(status=204)
 
     return blp

@@ -327,3 +327,31 @@ def test_a_client_that_keeps_failing_to_log_in_is_refused_without_a_check(ctx: C
 
     assert [heartbeat("wrong password!") for _ in range(FAILED_LOGINS_PER_MINUTE)] == [401] * FAILED_LOGINS_PER_MINUTE
     assert heartbeat(PASSWORD) == 429  # even the right password: guessing stops here
+
+
+def test_a_changed_password_stops_working_at_once(ctx: Context) -> None:
+    from oscp_support import PASSWORD
+    from test_api_support import TOKEN, make_app
+
+    make_grid(ctx)
+    client = make_app(ctx).test_client()
+
+    def heartbeat(password: str) -> int:
+        return client.post("/oscp/1.0/json/Heartbeat", json={}, auth=("user-a", password)).status_code
+
+    assert heartbeat(PASSWORD) == 200  # verified, and remembered
+    changed = client.patch(
+        "/api/v1/cpos/a", json={"password": "a brand new password"}, headers={"Authorization": f"Bearer {TOKEN}"}
+    )
+    assert changed.status_code == 200
+    assert heartbeat(PASSWORD) == 401
+    assert heartbeat("a brand new password") == 200
+
+
+def test_the_wsdl_advertises_the_configured_public_url(ctx: Context) -> None:
+    from test_api_support import make_app
+
+    client = make_app(ctx, public_url="https://dso.example/grid").test_client()
+    wsdl = client.get("/oscp/1.0/soap?wsdl", headers={"Host": "attacker.example"}).get_data(as_text=True)
+    assert 'location="https://dso.example/grid/oscp/1.0/soap"' in wsdl
+    assert "attacker.example" not in wsdl

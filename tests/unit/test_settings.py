@@ -131,6 +131,9 @@ def test_whole_numbers_in_the_config_file(tmp_path: Path, value: str) -> None:
         ("reclaim_notice_s", 0, 86400),
         ("usage_lookback_hours", 1, 744),
         ("max_body_bytes", 1024, 67108864),
+        ("heartbeat_interval_s", 5, 3600),
+        ("oscp_rate_per_minute", 1, 1_000_000),
+        ("oscp_push_timeout_s", 1, 300),
     ],
 )
 def test_whole_numbers_in_range(name: str, low: int, high: int) -> None:
@@ -205,3 +208,8 @@ def test_an_unreadable_admin_token_file(tmp_path: Path) -> None:
     binary.write_bytes(b"\xff\xfe not text at all, but long")
     with pytest.raises(ConfigError, match="is not UTF-8 text"):
         Settings(admin_token_file=str(binary)).resolved_admin_token()
+
+
+@pytest.mark.parametrize("raw", ["dso.example", "ftp://dso.example", "https://", "https://dso.example/a b"])
+def test_public_url(raw: str) -> None:
+    refused({"GRIDCAP_PUBLIC_URL": raw}, "public_url must be an http(s) URL")

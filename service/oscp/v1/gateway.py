@@ -40,6 +40,7 @@ FAILED_LOGINS_PER_MINUTE = 20  # each costs a password hash; a CPO that mistyped
 class GatewaySettings:
     max_body_bytes: int
     rate_per_minute: int
+    public_url: str = ""  # the base URL the WSDL advertises; empty: the host the client used
 
 
 @dataclass
@@ -226,7 +227,8 @@ class DsoGateway:
 
     def soap_get(self) -> Response:
         if "wsdl" in request.args:
-            address = request.host_url.rstrip("/") + PREFIX + "/soap"
+            base = self.settings.public_url or request.host_url  # behind a TLS proxy, set public_url
+            address = base.rstrip("/") + PREFIX + "/soap"
             return Response(self.soap.wsdl_document(address), 200, content_type="text/xml; charset=utf-8")
         if "xsd" in request.args:
             return self.xsd()
