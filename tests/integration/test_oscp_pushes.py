@@ -355,3 +355,27 @@ def test_the_wsdl_advertises_the_configured_public_url(ctx: Context) -> None:
     wsdl = client.get("/oscp/1.0/soap?wsdl", headers={"Host": "attacker.example"}).get_data(as_text=True)
     assert 'location="https://dso.example/grid/oscp/1.0/soap"' in wsdl
     assert "attacker.example" not in wsdl
+
+
+def test_the_scheduler_delivers_pushes_on_its_own(cpos: Cpos) -> None:
+    import time
+
+    from service.jobs.scheduler import build_scheduler
+
+    scheduler = build_scheduler(cpos.ctx, cpos.link)
+    assert {job.name for job in scheduler.get_jobs()} == {
+        "deliver owed pushes",
+        "heartbeat every CPO",
+        "release holds past the notice period",
+        "hand out blocks entering the horizon",
+    }
+    scheduler.start()
+    try:
+        deadline = time.monotonic() + 15
+        while oscp.outbox(cpos.ctx) and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        scheduler.shutdown(wait=True)
+    assert oscp.outbox(cpos.ctx) == []
+    assert {user for _, _, user in cpos.endpoint.received} == {DSO_USER}
+    assert len(cpos.endpoint.pushes()) == 2
