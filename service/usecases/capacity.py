@@ -66,7 +66,8 @@ def _blocks(items: Sequence[BlockQuantity], field: str, quantity: str) -> dict[d
     return out
 
 
-def _require_subscription(repo: Repository, cable_id: str, cpo_id: str) -> None:
+def require_subscription(repo: Repository, cable_id: str, cpo_id: str) -> None:
+    """Raise UnknownCable, UnknownCpo or NotSubscribed unless the CPO is on the cable."""
     repo.cable(cable_id)  # raises UnknownCable
     repo.cpo(cpo_id)  # raises UnknownCpo
     if cpo_id not in repo.subscriptions(cable_id):
@@ -102,7 +103,7 @@ def request(
                     f"block {start.isoformat()} is beyond the horizon; budgets exist until {h_end.isoformat()}"
                 )
         repo = Repository(session)
-        _require_subscription(repo, cable_id, cpo_id)
+        require_subscription(repo, cable_id, cpo_id)
         cable = repo.cable(cable_id)
         wanted = _in_cable_unit(wanted, blocks, cable, field, "capacity")
         horizon = open_book(repo, ctx, cable, now, start=min(wanted), end=max(wanted) + BLOCK)
@@ -131,7 +132,7 @@ def report_usage(
             if start > now:
                 raise InvalidInput(f"block {start.isoformat()} has not begun; report usage only for measured blocks")
         repo = Repository(session)
-        _require_subscription(repo, cable_id, cpo_id)
+        require_subscription(repo, cable_id, cpo_id)
         usage = _in_cable_unit(usage, blocks, repo.cable(cable_id), field, "average_usage")
         repo.save_usage(cable_id, cpo_id, usage, now)
         message = f"{cpo_id} reported usage for {len(usage)} blocks, peak {max(usage.values())}"

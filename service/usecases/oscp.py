@@ -17,14 +17,13 @@ from typing import Protocol
 
 from service.domain.allocation import AdjustStatus, Ledger, release_holds, share_freed
 from service.domain.blocks import BLOCK
-from service.domain.errors import InvalidInput, NotSubscribed
+from service.domain.errors import InvalidInput
 from service.domain.model import Cable, Cpo
 from service.domain.units import ZERO, Unit
 from service.store import DecisionRecord, Repository
 from service.usecases import capacity
 from service.usecases.capacity import BlockQuantity, RequestResult
 from service.usecases.context import (
-    OFFLINE_AFTER_HEARTBEATS,
     Context,
     OpenedBook,
     commit,
@@ -69,7 +68,7 @@ def forecasts(ctx: Context, cpo_id: str, cable_id: str | None = None) -> list[Cp
     with ctx.db.read() as session:
         repo = Repository(session)
         if cable_id is not None:
-            _require_subscription(repo, cable_id, cpo_id)
+            capacity.require_subscription(repo, cable_id, cpo_id)
             cable_ids = [cable_id]
         else:
             cable_ids = repo.cables_of_cpo(cpo_id)
@@ -84,12 +83,6 @@ def forecasts(ctx: Context, cpo_id: str, cable_id: str | None = None) -> list[Cp
             starts = sorted(repo.block_starts(c, h_start, h_end))[:MAX_FORECAST_BLOCKS]
             out.append(_forecast(repo, repo.cable(c), cpo_id, starts))
         return out
-
-
-def _require_subscription(repo: Repository, cable_id: str, cpo_id: str) -> None:
-    repo.cable(cable_id)  # raises UnknownCable
-    if cpo_id not in repo.subscriptions(cable_id):
-        raise NotSubscribed(f"you are not subscribed to cable {cable_id!r}; ask the DSO to subscribe you")
 
 
 # --- requests and reports ------------------------------------------------------------------------
@@ -148,8 +141,7 @@ class Presence:
 
 
 def presence(ctx: Context) -> list[Presence]:
-    now = ctx.clock()
-    offline_before = now - OFFLINE_AFTER_HEARTBEATS * ctx.policy.heartbeat_interval
+    offline_before = hold_rules(ctx, ctx.clock()).offline_before
     with ctx.db.read() as session:
         repo = Repository(session)
         last = repo.last_seen()
