@@ -14,8 +14,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from service.domain.errors import NotAuthorized
-
 CREDENTIAL_TTL_S = 60.0
 MAX_KEYS = 10_000  # rate-limit buckets kept before idle ones are dropped
 
@@ -91,6 +89,3 @@ class RateLimiter:
             if bucket.tokens < 1:
                 raise RateLimited(max(1, int((1 - bucket.tokens) / self._rate + 0.999)), self.per_minute)
             bucket.tokens -= spend
-
-
-__all__ = ["CredentialCache", "NotAuthorized", "RateLimited", "RateLimiter"]

@@ -1,4 +1,4 @@
-"""The record of every OSCP message in or out, and counters over it.
+"""The record of every OSCP message in or out (counted from it by the REST API).
 
 Records are buffered and written by one background thread in batches, so recording costs a
 request no database write of its own; `close()` writes what is left. A crash loses at most the
@@ -8,10 +8,8 @@ last `FLUSH_INTERVAL_S` of records, never a decision (those are audited in their
 import logging
 import threading
 import time
-from collections import Counter
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 from service.usecases import Context
 from service.usecases import oscp as uc
@@ -43,7 +41,6 @@ class Recorder:
         self._buffer: list[MessageRecord] = []
         self._thread: threading.Thread | None = None
         self._closed = False
-        self.counts: Counter[tuple[str, str, str]] = Counter()  # (direction, operation, outcome)
 
     def record(
         self,
@@ -70,7 +67,6 @@ class Recorder:
         )
         with self._lock:
             self._buffer.append(entry)
-            self.counts[(direction, entry.operation, outcome)] += 1
             if self._thread is None and not self._closed:
                 self._thread = threading.Thread(target=self._run, name="oscp-recorder", daemon=True)
                 self._thread.start()
@@ -96,8 +92,3 @@ class Recorder:
         if self._thread is not None:
             self._thread.join(timeout=5)
         self.flush()
-
-    def snapshot(self) -> list[dict[str, Any]]:
-        with self._lock:
-            counts = sorted(self.counts.items())
-        return [{"direction": d, "operation": o, "outcome": out, "count": n} for (d, o, out), n in counts]
