@@ -18,7 +18,7 @@ from typing import Protocol
 from service.domain.allocation import AdjustStatus, Ledger, release_holds, share_freed
 from service.domain.blocks import BLOCK
 from service.domain.errors import InvalidInput
-from service.domain.model import Cable, Cpo
+from service.domain.model import Cpo
 from service.domain.units import ZERO, Unit
 from service.store import DecisionRecord, Repository
 from service.usecases import capacity
@@ -51,9 +51,13 @@ class CpoForecast:
     backup: Decimal
 
 
-def _forecast(repo: Repository, cable: Cable, cpo_id: str, starts: Sequence[datetime]) -> CpoForecast:
-    sub = repo.subscriptions(cable.id).get(cpo_id)
-    budgets = repo.budgets_of(cable.id, cpo_id, starts[0], starts[-1] + BLOCK) if starts else {}
+def _forecast(repo: Repository, cable_id: str, cpo_id: str, start: datetime, end: datetime) -> CpoForecast:
+    """The CPO's budgets on the cable's handed-out blocks in [start, end), at most the contract's
+    192; blocks it has no budget in count as 0 (it left the cable, or never had a share)."""
+    cable = repo.cable(cable_id)
+    starts = sorted(repo.block_starts(cable_id, start, end))[:MAX_FORECAST_BLOCKS]
+    sub = repo.subscriptions(cable_id).get(cpo_id)
+    budgets = repo.budgets_of(cable_id, cpo_id, starts[0], starts[-1] + BLOCK) if starts else {}
     return CpoForecast(
         cable.id,
         cable.unit,
@@ -78,11 +82,7 @@ def forecasts(ctx: Context, cpo_id: str, cable_id: str | None = None) -> list[Cp
     h_start, h_end = ctx.horizon(now)
     with ctx.db.read() as session:
         repo = Repository(session)
-        out = []
-        for c in cable_ids:
-            starts = sorted(repo.block_starts(c, h_start, h_end))[:MAX_FORECAST_BLOCKS]
-            out.append(_forecast(repo, repo.cable(c), cpo_id, starts))
-        return out
+        return [_forecast(repo, c, cpo_id, h_start, h_end) for c in cable_ids]
 
 
 # --- requests and reports ------------------------------------------------------------------------
@@ -258,11 +258,10 @@ def offer(ctx: Context, cpo_id: str, cable_id: str) -> CpoForecast | None:
         repo = Repository(session)
         if not repo.cable_exists(cable_id):
             return None  # the cable is gone: nothing left to tell
-        starts = sorted(repo.block_starts(cable_id, h_start, h_end))[:MAX_FORECAST_BLOCKS]
-        if not starts:
+        forecast = _forecast(repo, cable_id, cpo_id, h_start, h_end)
+        if not forecast.budgets:
             return None
-        forecast = _forecast(repo, repo.cable(cable_id), cpo_id, starts)
-        repo.offered(cable_id, cpo_id, starts[0], starts[-1] + BLOCK)
+        repo.offered(cable_id, cpo_id, min(forecast.budgets), max(forecast.budgets) + BLOCK)
         return forecast
 
 
