@@ -8,9 +8,10 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.exc import StatementError
+from test_usecases import make_cable
 
 from service.domain.allocation import CableBook, Ledger, PendingRequest, Reason, hand_out, new_block
-from service.domain.model import Binding, Cable, Cpo, LimitOverride, Subscription
+from service.domain.model import Binding, Cpo, LimitOverride, Subscription
 from service.domain.units import GRID
 from service.store import Database, DecisionRecord, Repository
 from service.store.tables import (
@@ -32,20 +33,6 @@ Q = timedelta(minutes=15)
 NOW = datetime(2026, 11, 24, 12, 7, 30, tzinfo=UTC)
 T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 AMS = ZoneInfo("Europe/Amsterdam")
-
-
-def make_cable(cable_id: str = "c1", limit: str = "100") -> Cable:
-    return Cable(
-        id=cable_id,
-        name=f"cable {cable_id}",
-        unit="A",  # type: ignore[arg-type]
-        rated_limit=D(limit),
-        phases=3,
-        voltage_v=D(230),
-        margin=D(10),
-        reserve_share=D("0.1"),
-        base_load=D(20),
-    )
 
 
 def make_cpo(cpo_id: str) -> Cpo:
