@@ -5,9 +5,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
-from sqlalchemy import Table, and_, case, delete, func, insert, or_, select, update
+from sqlalchemy import Select, Table, and_, case, delete, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -32,6 +32,7 @@ from service.store.tables import (
 )
 
 _END_OF_TIME = datetime(9999, 1, 1, tzinfo=UTC)
+SelectT = TypeVar("SelectT", bound=Select[*tuple[Any, ...]])
 # Core tables for bulk updates (the ORM classes' __table__ is typed as a FromClause)
 _BUDGETS = cast(Table, BudgetRow.__table__)
 _OUTBOX = cast(Table, OutboxRow.__table__)
@@ -632,25 +633,32 @@ class Repository:
         self, *, cable_id: str | None, cpo_id: str | None, since: datetime | None, limit: int
     ) -> list[tuple[LedgerRow, DecisionRow]]:
         query = select(LedgerRow, DecisionRow).join(DecisionRow, LedgerRow.decision_id == DecisionRow.id)
-        if cable_id is not None:
-            query = query.where(LedgerRow.cable_id == cable_id)
-        if cpo_id is not None:
-            query = query.where(LedgerRow.cpo_id == cpo_id)
-        if since is not None:
-            query = query.where(LedgerRow.at >= since)
+        query = _audit_filters(query, LedgerRow, cable_id=cable_id, cpo_id=cpo_id, since=since)
         return [(r[0], r[1]) for r in self.session.execute(query.order_by(LedgerRow.id).limit(limit))]
 
     def decisions(
         self, *, cable_id: str | None, cpo_id: str | None, since: datetime | None, limit: int
     ) -> list[DecisionRow]:
-        query = select(DecisionRow)
-        if cable_id is not None:
-            query = query.where(DecisionRow.cable_id == cable_id)
-        if cpo_id is not None:
-            query = query.where(DecisionRow.cpo_id == cpo_id)
-        if since is not None:
-            query = query.where(DecisionRow.at >= since)
+        query = _audit_filters(select(DecisionRow), DecisionRow, cable_id=cable_id, cpo_id=cpo_id, since=since)
         return list(self.session.scalars(query.order_by(DecisionRow.id).limit(limit)))
+
+
+def _audit_filters(
+    query: SelectT,
+    table: type[LedgerRow] | type[DecisionRow],
+    *,
+    cable_id: str | None,
+    cpo_id: str | None,
+    since: datetime | None,
+) -> SelectT:
+    """Narrow an audit query to a cable, a CPO and a start moment, each when given."""
+    if cable_id is not None:
+        query = query.where(table.cable_id == cable_id)
+    if cpo_id is not None:
+        query = query.where(table.cpo_id == cpo_id)
+    if since is not None:
+        query = query.where(table.at >= since)
+    return query
 
 
 @dataclass(frozen=True, slots=True)
