@@ -37,6 +37,7 @@ class RequestResult:
     decision_id: int
     status: AdjustStatus
     budgets: dict[datetime, Decimal]  # the requester's budget per requested block, afterwards
+    asked: dict[datetime, Decimal]  # what it asked for per block, in the cable's unit
     unit: Unit  # the cable's, which budgets are in
     backup: Decimal  # the requester's backup capacity on the cable: its guaranteed minimum
 
@@ -118,7 +119,7 @@ def request(
         if answered:
             repo.confirm(cable_id, cpo_id, outcome.budgets, now)
         backup = horizon.book.minimum(cpo_id)
-    return RequestResult(decision_id, outcome.status, outcome.budgets, cable.unit, backup)
+    return RequestResult(decision_id, outcome.status, outcome.budgets, wanted, cable.unit, backup)
 
 
 def report_usage(

@@ -101,7 +101,7 @@ def request(ctx: Context, cpo_id: str, cable_id: str, blocks: Sequence[BlockQuan
         ctx, cable_id, cpo_id, blocks, actor=f"cpo:{cpo_id}", field="requestedBlock", answered=True
     )
     forecast = CpoForecast(cable_id, result.unit, result.budgets, result.backup)
-    short = sum((max(ZERO, b.value - result.budgets[b.start]) for b in blocks if b.start in result.budgets), ZERO)
+    short = sum((max(ZERO, asked - result.budgets[s]) for s, asked in result.asked.items()), ZERO)
     reason = None
     if result.status is not AdjustStatus.ACCEPTED:
         reason = (

@@ -379,3 +379,21 @@ def test_the_scheduler_delivers_pushes_on_its_own(cpos: Cpos) -> None:
     assert oscp.outbox(cpos.ctx) == []
     assert {user for _, _, user in cpos.endpoint.received} == {DSO_USER}
     assert len(cpos.endpoint.pushes()) == 2
+
+
+def test_a_request_in_watts_on_a_kw_cable_reports_its_shortfall_in_kw(ctx: Context) -> None:
+    import dataclasses
+
+    from test_usecases import add_cpo, make_cable
+
+    from service.domain.model import Subscription
+    from service.domain.units import Unit
+    from service.usecases.capacity import BlockQuantity
+
+    grid.create_cable(ctx, dataclasses.replace(make_cable(), unit=Unit.KILOWATT), actor="engineer")
+    add_cpo(ctx, "a")
+    grid.subscribe(ctx, Subscription("c1", "a", D(1), D(0)), actor="engineer")
+    outcome = oscp.request(ctx, "a", "c1", [BlockQuantity(F, F + Q, D(80_000), "W")])
+    assert outcome.result.budgets == {F: D(70)}  # all 70 kW available, the reserve included
+    assert outcome.reason is not None
+    assert "short by 10.000 KW" in outcome.reason
