@@ -208,10 +208,9 @@ def deliver_pushes(ctx: Context, link: PeerLink) -> DeliveryResult:
     for cpo_id in due:
         try:
             result.delivered[cpo_id] = _deliver_to(ctx, link, cpo_id)
-        except PeerUnreachable as exc:
-            result.failed[cpo_id] = str(exc)
-        except Exception as exc:  # a bug or the database: logged, backed off, never blocks the others
-            log.exception("delivering pushes to %s failed", cpo_id)
+        except Exception as exc:  # the CPO, a bug or the database: backed off, never blocks the others
+            if not isinstance(exc, PeerUnreachable):
+                log.exception("delivering pushes to %s failed", cpo_id)
             result.failed[cpo_id] = str(exc) or type(exc).__name__
             _failed(ctx, cpo_id, result.failed[cpo_id])
     return result
@@ -227,15 +226,9 @@ def _deliver_to(ctx: Context, link: PeerLink, cpo_id: str) -> int:
     ids = [r[0] for r in rows]
     # Offered after the rows were read, so they carry every change the rows stand for.
     owed = [f for cable_id in dict.fromkeys(r[1] for r in rows) if (f := offer(ctx, cpo_id, cable_id))]
-    try:
-        rejected = link.push(cpo, owed) if owed else None
-    except PeerUnreachable as exc:
-        _failed(ctx, cpo_id, str(exc))
-        raise
+    rejected = link.push(cpo, owed) if owed else None
     if rejected is not None:
-        why = f"{cpo_id} rejected the push: {rejected}"
-        _failed(ctx, cpo_id, why)
-        raise PeerUnreachable(why)
+        raise PeerUnreachable(f"{cpo_id} rejected the push: {rejected}")
     for forecast in owed:
         confirm(ctx, cpo_id, forecast)
     with ctx.db.write() as session:
