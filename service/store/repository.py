@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import Select, Table, and_, case, delete, func, insert, or_, select, update
+from sqlalchemy import Select, Table, and_, bindparam, case, delete, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -379,13 +379,16 @@ class Repository:
 
     def confirm(self, cable_id: str, cpo_id: str, told: dict[datetime, Decimal], now: datetime) -> None:
         """The CPO now knows these budgets: a push it Accepted, or the answer to its own request."""
+        if not told:
+            return
         b = BudgetRow.__table__.c
-        for start, value in told.items():
-            self.session.execute(
-                update(_BUDGETS)
-                .where(b.cable_id == cable_id, b.cpo_id == cpo_id, b.start == start)
-                .values(told=value, reduced_at=case((b.capacity < value, now), else_=None))
-            )
+        value = bindparam("value", type_=b.told.type)
+        self.session.connection().execute(  # one statement for all blocks (executemany)
+            update(_BUDGETS)
+            .where(b.cable_id == cable_id, b.cpo_id == cpo_id, b.start == bindparam("block", type_=b.start.type))
+            .values(told=value, reduced_at=case((b.capacity < value, now), else_=None)),
+            [{"block": start, "value": v} for start, v in told.items()],
+        )
 
     def offered(self, cable_id: str, cpo_id: str, start: datetime, end: datetime) -> None:
         """A push of the CPO's current budgets is leaving: where a budget is above what it confirmed,
@@ -425,13 +428,19 @@ class Repository:
 
     def drop_holds(self, cable_id: str, holds: Sequence[tuple[str, datetime]]) -> None:
         """Expired holds: the lower budget counts as known from now on."""
+        if not holds:
+            return
         b = BudgetRow.__table__.c
-        for cpo_id, start in holds:
-            self.session.execute(
-                update(_BUDGETS)
-                .where(b.cable_id == cable_id, b.cpo_id == cpo_id, b.start == start)
-                .values(told=b.capacity, reduced_at=None)
+        self.session.connection().execute(  # one statement for all holds (executemany)
+            update(_BUDGETS)
+            .where(
+                b.cable_id == cable_id,
+                b.cpo_id == bindparam("cpo", type_=b.cpo_id.type),
+                b.start == bindparam("block", type_=b.start.type),
             )
+            .values(told=b.capacity, reduced_at=None),
+            [{"cpo": cpo_id, "block": start} for cpo_id, start in holds],
+        )
 
     def budgets_of(self, cable_id: str, cpo_id: str, start: datetime, end: datetime) -> dict[datetime, Decimal]:
         b = BudgetRow.__table__.c
