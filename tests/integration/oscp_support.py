@@ -11,11 +11,11 @@ from typing import Any
 import requests
 import zeep
 from flask import Flask, Response, request
-from test_usecases import make_cable  # limit 100, base load 20, margin 10: 70 available
 from werkzeug.serving import make_server
 from zeep.wsse.username import UsernameToken
 
-from service.domain.model import Binding, Cpo, Subscription
+from service.domain.model import Binding, Cable, Cpo, Subscription
+from service.domain.units import Unit
 from service.oscp.v1 import messages as m
 from service.oscp.v1.gateway import WSDL_DIR
 from service.oscp.v1.json import JsonCodec
@@ -40,6 +40,21 @@ def live_server(app: Flask) -> Iterator[str]:
         server.server_close()
 
 
+def kerkstraat(cable_id: str = "c1") -> Cable:
+    """A cable in A: limit 100, base load 20, margin 10, so 70 available per block. Its own copy of
+    test_usecases.make_cable: tests/contract imports this module, where test_usecases is not on the path."""
+    return Cable(
+        id=cable_id,
+        name=f"Kerkstraat {cable_id}",
+        unit=Unit.AMPERE,
+        rated_limit=Decimal(100),
+        phases=3,
+        voltage_v=Decimal(230),
+        margin=Decimal(10),
+        base_load=Decimal(20),
+    )
+
+
 TERMS = {"a": (1, 10), "b": (2, 5)}  # CPO -> (weight, guaranteed minimum)
 
 
@@ -52,9 +67,9 @@ def subscribe(ctx: Context, cable_id: str, cpo_ids: tuple[str, ...] = ("a", "b")
 def make_grid(
     ctx: Context, *, endpoint: str = "http://127.0.0.1:9/oscp/1.0", binding: Binding = Binding.SOAP11
 ) -> None:
-    """Cable c1 (test_usecases.make_cable) with CPOs a (weight 1, minimum 10) and b (weight 2, minimum 5),
+    """Cable c1 (see kerkstraat) with CPOs a (weight 1, minimum 10) and b (weight 2, minimum 5),
     usernames user-a and user-b, whose OSCP endpoints are under `endpoint`."""
-    grid.create_cable(ctx, make_cable(), actor="engineer")
+    grid.create_cable(ctx, kerkstraat(), actor="engineer")
     url = f"{endpoint}/json" if binding is Binding.JSON else f"{endpoint}/soap"
     for cpo_id in TERMS:
         cpos.create_cpo(ctx, Cpo(cpo_id, f"CPO {cpo_id}", f"user-{cpo_id}", url, binding), PASSWORD, actor="test")

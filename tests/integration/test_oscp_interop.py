@@ -22,9 +22,8 @@ import requests
 import zeep
 from jsonschema import Draft202012Validator, FormatChecker
 from lxml import etree
-from oscp_support import PASSWORD, dso_service, live_server, make_grid, subscribe
+from oscp_support import PASSWORD, dso_service, kerkstraat, live_server, make_grid, subscribe
 from test_api_support import TOKEN, make_app
-from test_usecases import make_cable
 from zeep.helpers import serialize_object
 
 from service.app import wiring
@@ -74,7 +73,7 @@ def serve(ctx: Context, **settings: Any) -> Iterator[str]:
 
 def twin_cable(ctx: Context, cable_id: str = "c2", subscribers: tuple[str, ...] = ("a", "b")) -> None:
     """A cable like make_grid's c1, its CPOs subscribed in the same order with the same terms."""
-    grid.create_cable(ctx, make_cable(cable_id), actor="engineer")
+    grid.create_cable(ctx, kerkstraat(cable_id), actor="engineer")
     subscribe(ctx, cable_id, subscribers)
 
 
