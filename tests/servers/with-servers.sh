@@ -18,11 +18,17 @@
 # Run as root (CI), the servers run as the `postgres` system user (initdb
 # refuses root); run as anyone else, they run as that user.
 #
-# Later: InfluxDB (`influxd` from the Debian package `influxdb`) will be added
-# the same way: write start_influx/stop_influx next to the postgres pair, call
-# start_influx in main, and register stop_influx in STOPPERS.  Each start_*
-# prints one line to stderr and exports its connection variables; each stop_*
-# must be safe to call when its start_* never ran or failed half way.
+#   * InfluxDB 1.x (`influxd` from the Debian package `influxdb`, 1.6.7 on
+#     bookworm, installed with apt-get if missing; the package's own service is
+#     kept from starting).  Config, meta, data and wal in a mktemp -d directory,
+#     HTTP on 127.0.0.1 at a free port, its RPC (backup) port on another free
+#     port of 127.0.0.1, auth off, reporting and self-monitoring off.  Runs as
+#     the calling user.  Exports:
+#       GRIDCAP_TEST_INFLUX_URL   http://127.0.0.1:PORT
+#       GRIDCAP_TEST_INFLUXD      path of influxd (tests start more with it)
+#
+# Each start_* prints one line to stderr and exports its connection variables;
+# each stop_* is safe to call when its start_* never ran or failed half way.
 set -euo pipefail
 
 log() { printf 'with-servers: %s\n' "$*" >&2; }
@@ -169,6 +175,123 @@ stop_postgres() {
     fi
 }
 
+# ---------------------------------------------------------------- InfluxDB
+INFLUXD=""
+INFLUX_TMP=""
+INFLUX_PID=""
+INFLUX_PORT=""
+
+install_influxdb() {
+    # The package's postinst would start a system influxd on :8086; a policy-rc.d
+    # that answers 101 ("action forbidden") keeps it from starting.
+    local policy=/usr/sbin/policy-rc.d own_policy=0 status=0
+    if [[ $IS_ROOT -eq 1 && ! -e $policy ]]; then
+        printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 755 "$policy" && own_policy=1
+    fi
+    apt_install influxdb || status=$?
+    if [[ $own_policy -eq 1 ]]; then rm -f "$policy"; fi
+    return "$status"
+}
+
+write_influx_config() {  # FILE HTTP_PORT RPC_PORT
+    cat >"$1" <<EOF
+reporting-disabled = true
+bind-address = "127.0.0.1:$3"
+[meta]
+  dir = "$INFLUX_TMP/meta"
+  logging-enabled = false
+[data]
+  dir = "$INFLUX_TMP/data"
+  wal-dir = "$INFLUX_TMP/wal"
+  query-log-enabled = false
+[monitor]
+  store-enabled = false
+[continuous_queries]
+  enabled = false
+[subscriber]
+  enabled = false
+[http]
+  enabled = true
+  bind-address = "127.0.0.1:$2"
+  auth-enabled = false
+  log-enabled = false
+  pprof-enabled = false
+EOF
+}
+
+# 0 once GET /ping answers 204; 1 if influxd exits or 30 s pass.
+wait_influx() {
+    local deadline=$((SECONDS + 30)) url="http://127.0.0.1:$INFLUX_PORT/ping" code
+    while ((SECONDS < deadline)); do
+        kill -0 "$INFLUX_PID" 2>/dev/null || return 1
+        if command -v curl >/dev/null 2>&1; then
+            code=$(curl -s -o /dev/null -m 2 -w '%{http_code}' "$url" || true)
+        else
+            code=$(python3 -c 'import sys, urllib.request as u; print(u.urlopen(sys.argv[1], timeout=2).status)' \
+                "$url" 2>/dev/null || true)
+        fi
+        [[ $code == 204 ]] && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+start_influx() {
+    INFLUXD=$(command -v influxd || true)
+    if [[ -z $INFLUXD ]]; then
+        install_influxdb
+        INFLUXD=$(command -v influxd || true)
+        [[ -n $INFLUXD ]] || die "influxdb installed but no influxd on PATH"
+    fi
+    INFLUX_TMP=$(mktemp -d "${TMPDIR:-/tmp}/gridcap-influx.XXXXXX")
+    STOPPERS+=(stop_influx)
+
+    local attempt started=0 log="$INFLUX_TMP/influxd.log"
+    for attempt in 1 2 3 4 5; do
+        INFLUX_PORT=$(free_port)
+        write_influx_config "$INFLUX_TMP/influxdb.conf" "$INFLUX_PORT" "$(free_port)"
+        "$INFLUXD" -config "$INFLUX_TMP/influxdb.conf" >"$log" 2>&1 &
+        INFLUX_PID=$!
+        if wait_influx; then
+            started=1
+            break
+        fi
+        if grep -q 'address already in use' "$log"; then
+            log "influxd: port taken, retrying with others"
+            stop_influx_process
+            continue
+        fi
+        cat "$log" >&2
+        die "influxd did not answer /ping on 127.0.0.1:$INFLUX_PORT within 30 s (server log above)"
+    done
+    [[ $started -eq 1 ]] || { cat "$log" >&2; die "influxd: no free port after 5 tries"; }
+
+    export GRIDCAP_TEST_INFLUX_URL="http://127.0.0.1:$INFLUX_PORT"
+    export GRIDCAP_TEST_INFLUXD="$INFLUXD"
+    log "started influxd $("$INFLUXD" version 2>/dev/null | awk '{print $2}') on 127.0.0.1:$INFLUX_PORT (data $INFLUX_TMP)"
+}
+
+stop_influx_process() {
+    if [[ -n $INFLUX_PID ]] && kill -0 "$INFLUX_PID" 2>/dev/null; then
+        kill "$INFLUX_PID" 2>/dev/null
+        local deadline=$((SECONDS + 10))
+        while kill -0 "$INFLUX_PID" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.1; done
+        kill -KILL "$INFLUX_PID" 2>/dev/null
+    fi
+    if [[ -n $INFLUX_PID ]]; then wait "$INFLUX_PID" 2>/dev/null; fi
+    INFLUX_PID=""
+}
+
+stop_influx() {
+    if [[ -n $INFLUX_PID ]]; then
+        stop_influx_process
+        log "stopped influxd on 127.0.0.1:$INFLUX_PORT"
+    fi
+    if [[ -n $INFLUX_TMP && -d $INFLUX_TMP ]]; then
+        rm -rf "$INFLUX_TMP"
+    fi
+}
+
 # ---------------------------------------------------------------- main
 RC=0
 CLEANED=0
@@ -193,6 +316,7 @@ trap 'RC=130; exit 130' INT
 trap 'RC=143; exit 143' TERM
 
 start_postgres
+start_influx
 
 set +e
 "$@"
