@@ -32,11 +32,13 @@ from service.domain.errors import GridcapError, InvariantViolation
 from service.domain.model import Binding, Cable, Cpo, LimitOverride, Subscription
 from service.domain.units import Unit
 from service.settings import ConfigError, Settings, load_settings, read_token_file
-from service.usecases import Context, audit, build_context, capacity, cpos, grid
+from service.usecases import Context, audit, build_context, capacity, cpos, forecasting, grid, measurements
 
 if TYPE_CHECKING:
-    from apscheduler.schedulers.background import BackgroundScheduler
     from flask import Flask
+
+    from service.jobs.scheduler import Jobs
+    from service.timeseries import TimeseriesStore
 
 log = logging.getLogger("gridcap.cli")
 
@@ -238,13 +240,15 @@ def _shown_token(settings: Settings, token: str) -> str:
     return f"(from {source}; not shown)"
 
 
-def _scheduler(settings: Settings, app: "Flask") -> "BackgroundScheduler":
-    """The OSCP jobs on the app's context, calling CPOs as the DSO (settings oscp_username/password)."""
+def _scheduler(settings: Settings, app: "Flask") -> "Jobs":
+    """The jobs on the app's context: OSCP calls to CPOs as the DSO (settings oscp_username and
+    oscp_password), and forecasts from the configured timeseries store."""
     from service.app import wiring
     from service.jobs.scheduler import build_scheduler
     from service.oscp.v1.client import OscpClient
     from service.oscp.v1.gateway import WSDL_DIR
     from service.oscp.v1.link import OscpPeerLink
+    from service.timeseries import build_timeseries
 
     wired = wiring(app)
     client = OscpClient(
@@ -253,7 +257,9 @@ def _scheduler(settings: Settings, app: "Flask") -> "BackgroundScheduler":
         password=settings.oscp_password,
         timeout_s=settings.oscp_push_timeout_s,
     )
-    return build_scheduler(wired.ctx, OscpPeerLink(client, wired.recorder))
+    store = build_timeseries(settings)  # the jobs close it when they shut down
+    every = timedelta(minutes=settings.forecast_interval_min)
+    return build_scheduler(wired.ctx, OscpPeerLink(client, wired.recorder), store, forecast_every=every)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -287,7 +293,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
             ("  Health", f"{base}/api/v1/health"),
             ("  OSCP SOAP", f"{base}/oscp/1.0/soap (WSDL: {base}/oscp/1.0/soap?wsdl)"),
             ("  OSCP JSON", f"{base}/oscp/1.0/json/<Operation> (schemas: {base}/oscp/1.0/json/schema)"),
-            ("  Jobs", "pushes, heartbeats and hand-outs running" if scheduler else "not running (--with-scheduler)"),
+            (
+                "  Jobs",
+                "pushes, heartbeats, hand-outs and forecasts" if scheduler else "not running (--with-scheduler)",
+            ),
             ("  Admin token", _shown_token(settings, token)),
         ]
     )
@@ -356,6 +365,17 @@ def _admin_token_step(settings: Settings) -> Callable[[], str]:
     return write
 
 
+def _seed_demo_measurements(settings: Settings, ctx: Context) -> None:
+    """Synthetic history for the demo cables, only into the embedded store: never into a real InfluxDB."""
+    if settings.timeseries_backend != "embedded":
+        print(f"demo measurements: not written to the {settings.timeseries_backend} store; import your own")
+        return
+    with _timeseries(settings) as store:
+        written = demo.seed_demo_measurements(ctx, store, actor=_actor())
+    if written:
+        print(f"demo measurements: {written} points of 8 weeks' load written to {settings.timeseries_path}")
+
+
 def cmd_init_db(args: argparse.Namespace) -> int:
     settings = load_settings()
     write_token = _admin_token_step(settings)
@@ -369,6 +389,7 @@ def cmd_init_db(args: argparse.Namespace) -> int:
         if not args.demo:
             return 0
         seeded = demo.seed_demo(ctx, actor=_actor())
+        _seed_demo_measurements(settings, ctx)
         if seeded is None:
             count = len(grid.list_cables(ctx))
             print(f"demo grid: not seeded, the database already has {count} cable(s); nothing changed")
@@ -806,6 +827,136 @@ def cmd_horizon_roll(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- scheduler, timeseries and forecasts ------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _timeseries(settings: Settings) -> Iterator["TimeseriesStore"]:
+    from service.timeseries import build_timeseries
+
+    store = build_timeseries(settings)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+@contextlib.contextmanager
+def _progress(description: str) -> Iterator[Callable[[int, int], None]]:
+    """A progress bar on stderr when it is a terminal; `update(done, total)`."""
+    from tqdm import tqdm
+
+    bar = tqdm(desc=description, unit="step", disable=None, file=sys.stderr, leave=False)
+
+    def update(done: int, total: int) -> None:
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    try:
+        yield update
+    finally:
+        bar.close()
+
+
+def cmd_scheduler(args: argparse.Namespace) -> int:
+    """The jobs without the web server, until Ctrl-C or SIGTERM."""
+    settings = load_settings()
+    with _opened(settings):
+        pass
+    import threading
+
+    from service.app import create_app, wiring
+
+    app = create_app(settings)
+    jobs = _scheduler(settings, app)
+    stopped = threading.Event()
+
+    def stop(_signum: int, _frame: FrameType | None) -> None:
+        stopped.set()
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    print(f"gridcap scheduler running as {jobs.lease.owner} (jobs run while it holds the lease). Stop with Ctrl-C.")
+    jobs.start()
+    try:
+        stopped.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        jobs.shutdown(wait=True)
+        wiring(app).close()
+    print("gridcap scheduler: stopped", flush=True)
+    return 0
+
+
+def cmd_timeseries_import(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    with _opened(settings) as ctx, _timeseries(settings) as store:
+        try:
+            with open(args.file, encoding="utf-8", newline="") as file:
+                written = measurements.import_csv(ctx, store, args.cable, args.unit, file, phase=args.phase)
+        except (FileNotFoundError, IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
+            raise UsageError(f"cannot read {args.file}: {getattr(exc, 'strerror', None) or exc}") from None
+    print(f"{written} points of cable {args.cable} written to the {store.name} timeseries store")
+    return 0
+
+
+def cmd_timeseries_export(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    end = args.to or datetime.now(UTC)
+    start = args.from_ or end - timedelta(weeks=settings.forecast_history_weeks)
+    with _opened(settings) as ctx, _timeseries(settings) as store:
+        for line in measurements.export_csv(ctx, store, args.cable, start, end, unit=args.unit):
+            sys.stdout.write(line)
+    return 0
+
+
+def cmd_forecast_run(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    with _opened(settings) as ctx, _timeseries(settings) as store, _progress("forecasting") as progress:
+        report = forecasting.refresh(ctx, store, cable_ids=args.cable or None, progress=progress)
+    if args.json:
+        _print_json(report)
+    else:
+        rows = [[c, "ok", model, ""] for c, model in report.refreshed.items()]
+        rows += [[c, "failed", "-", why] for c, why in report.failed.items()]
+        _table(["CABLE", "STATUS", "MODEL", "WHY"], sorted(rows) or [["-", "no cables", "", ""]])
+        for cable_id, issues in sorted(report.warnings.items()):
+            print(f"data of {cable_id}: " + "; ".join(issues))
+    if report.failed:
+        return _error(
+            f"forecasts failed on {len(report.failed)} of {len(report.failed) + len(report.refreshed)} cables; "
+            "they keep their last forecast while it covers a block, then the historical peak base load",
+            EXIT_FAILURE,
+        )
+    return 0
+
+
+def cmd_forecast_backtest(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    with _opened(settings) as ctx, _timeseries(settings) as store, _progress("backtesting") as progress:
+        run = forecasting.backtest(ctx, store, args.cable, start=args.from_, end=args.to, progress=progress)
+    if args.plot:
+        from service.plots import plot_backtest
+
+        title = f"cable {args.cable}: day-ahead backtest of the {run.result.model} forecast"
+        plot_backtest(run.result.frame, Path(args.plot), title=title, unit=run.unit)
+    if args.json:
+        _print_json(run.result.as_dict())
+        return 0
+    names = ["mae", "rmae", "pinball", "coverage", "overload_rate", "utilisation"]
+    results = {f"{run.result.model} (chosen)": run.result.metrics, **run.result.baselines}
+    _table(
+        ["MODEL", *(n.upper() for n in names)],
+        [[model, *(f"{m.get(n, float('nan')):.4f}" for n in names)] for model, m in results.items()],
+    )
+    print(f"values in {run.unit}; mae and pinball in {run.unit}, the rest are shares")
+    if args.plot:
+        print(f"plot written to {args.plot}")
+    return 0
+
+
 # --- the parser ---------------------------------------------------------------------------------------
 
 Handler = Callable[[argparse.Namespace], int]
@@ -971,6 +1122,33 @@ def _add_capacity_commands(b: _Commands, commands: Any) -> None:
     b.command(horizon, "roll", cmd_horizon_roll, help_, reads=True)
 
 
+def _add_forecast_commands(b: _Commands, commands: Any) -> None:
+    series = b.group(commands, "timeseries", "measured cable load in the timeseries store")
+    help_ = "load a CSV file (columns time with UTC offset, value) of a cable's measured load; all rows or none"
+    p = b.command(series, "import", cmd_timeseries_import, help_)
+    p.add_argument("--cable", required=True, metavar="CABLE")
+    p.add_argument("--unit", required=True, type=_unit, help="unit of the values in the file: KW or A")
+    p.add_argument("--phase", help="the phase these values belong to, when measurements are per phase")
+    p.add_argument("file", metavar="FILE.csv")
+    help_ = "print a cable's raw measurements as CSV (time,value)"
+    p = b.command(series, "export", cmd_timeseries_export, help_)
+    p.add_argument("--cable", required=True, metavar="CABLE")
+    p.add_argument("--unit", type=_unit, help="convert to KW or A (default: the store's unit)")
+    _datetime_arg(p, "--from", "first moment (default: the forecast history before --to)", dest="from_")
+    _datetime_arg(p, "--to", "end, exclusive (default: now)")
+
+    forecast = b.group(commands, "forecast", "base-load forecasts")
+    help_ = "refresh the forecasts now, store them and reallocate (the scheduler does this every 15 minutes)"
+    p = b.command(forecast, "run", cmd_forecast_run, help_, reads=True)
+    p.add_argument("--cable", action="append", metavar="CABLE", help="only this cable (repeatable)")
+    help_ = "day-ahead rolling-origin backtest of a cable's forecasts against its baselines"
+    p = b.command(forecast, "backtest", cmd_forecast_backtest, help_, reads=True)
+    p.add_argument("--cable", required=True, metavar="CABLE")
+    _datetime_arg(p, "--from", "first day (default: 4 weeks before --to)", dest="from_")
+    _datetime_arg(p, "--to", "end (default: the current block)")
+    p.add_argument("--plot", metavar="OUT.png", help="also draw actual vs forecast band vs limit vs available")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog=PROG,
@@ -999,6 +1177,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = b.command(commands, "init-db", cmd_init_db, help_)
     p.add_argument("--demo", action="store_true", help="seed a small demo grid if the database has no cables")
 
+    help_ = "run the jobs without the web server (only one process at a time runs them: a lease in the database)"
+    b.command(commands, "scheduler", cmd_scheduler, help_)
+    _add_forecast_commands(b, commands)
     _add_cable_commands(b, commands)
     _add_cpo_commands(b, commands)
     _add_subscription_commands(b, commands)
@@ -1086,9 +1267,12 @@ def _describe(exc: Exception) -> tuple[str, int]:
         return f"internal error, nothing was changed (please report it): {exc.message}", EXIT_FAILURE
     if isinstance(exc, GridcapError):
         return (exc.message), EXIT_USAGE
+    from forecasts import ForecastError
+    from service.timeseries import TimeseriesError
+
     if isinstance(exc, SQLAlchemyError):
         cause = getattr(exc, "orig", None) or exc
         return f"database error: {str(cause).splitlines()[0]}", EXIT_FAILURE
-    if isinstance(exc, OSError):
+    if isinstance(exc, OSError | TimeseriesError | ForecastError):
         return str(exc), EXIT_FAILURE
     return f"unexpected {type(exc).__name__}: {exc}", EXIT_FAILURE

@@ -16,11 +16,15 @@ from typing import Any
 
 from sqlalchemy.engine import make_url
 
+from service.domain.blocks import BLOCK, block_floor
 from service.domain.model import Binding, Cable, Cpo, LimitOverride, Subscription
-from service.domain.units import Unit
+from service.domain.units import Unit, floor_grid
+from service.timeseries import TimeseriesStore
 from service.usecases import Context
+from service.usecases.capacity import BlockQuantity, report_usage
 from service.usecases.cpos import create_cpo
 from service.usecases.grid import add_override, create_cable, list_cables, subscribe
+from service.usecases.measurements import conversion
 
 CREDENTIALS_FILE = "demo-credentials.json"
 
@@ -175,3 +179,46 @@ def read_credentials(path: Path, database_url: str) -> list[dict[str, Any]]:
         return []
     cpos = document.get("cpos")
     return [c for c in cpos if isinstance(c, dict)] if isinstance(cpos, list) else []
+
+
+# --- demo measurements ---------------------------------------------------------------------------
+
+DEMO_HISTORY = timedelta(weeks=8)
+
+
+def seed_demo_measurements(ctx: Context, store: TimeseriesStore, *, actor: str) -> int:
+    """Eight weeks of synthetic measured load on each demo cable (households with EV charging on
+    top, scaled to the cable's limit), written to `store`, with the EV part reported as usage by
+    the cable's CPOs in proportion to their weight. Returns the points written; 0 (and no change)
+    if the store already holds measurements of a demo cable."""
+    from forecasts.synthetic import demo_measurements
+
+    end = block_floor(ctx.clock())
+    start = end - DEMO_HISTORY
+    cables = {c.id: c for c in list_cables(ctx) if c.id in {d.id for d in _CABLES}}
+    if not cables:
+        return 0
+    store.ensure_ready()
+    existing = store.read_load(list(cables), end - timedelta(days=1), end)
+    if existing.notna().any().any():
+        return 0
+    data = demo_measurements(list(cables), start=start, end=end, seed=2026)
+    written = 0
+    for cable_id, cable in cables.items():
+        to_kw = conversion(cable.unit.value, Unit.KILOWATT.value, cable)
+        scale = float(cable.rated_limit) * to_kw / float(data.limit_kw[cable_id])  # the demo's limit -> ours
+        measured_kw = data.measured[cable_id] * scale
+        written += store.write_load(cable_id, measured_kw * conversion(Unit.KILOWATT.value, store.layout.unit, cable))
+        ev = data.ev_usage[cable_id] * scale / to_kw  # in the cable's unit
+        weights = {cpo: Decimal(w) for c, cpo, w, _ in _SUBSCRIPTIONS if c == cable_id}
+        total = sum(weights.values(), Decimal(0))
+        for cpo_id, weight in weights.items():
+            share = float(weight / total)
+            blocks = [
+                BlockQuantity(
+                    s.to_pydatetime(), s.to_pydatetime() + BLOCK, floor_grid(Decimal(repr(max(0.0, v * share))))
+                )
+                for s, v in ev.items()
+            ]
+            report_usage(ctx, cable_id, cpo_id, blocks, actor=actor)
+    return written

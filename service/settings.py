@@ -40,6 +40,27 @@ class Settings:
     public_url: str = ""  # how CPOs reach this service, e.g. https://dso.example; empty: the host they used
     oscp_username: str = "dso"  # how the DSO identifies itself to CPO endpoints
     oscp_password: str = ""  # empty: pushes and heartbeats to CPOs carry no credentials
+    # Timeseries: where measured cable load is read and results are written (see service/timeseries)
+    timeseries_backend: str = "embedded"  # embedded | influx1 | influx2
+    timeseries_path: str = "var/timeseries.db"  # the embedded store's file
+    influx_url: str = "http://127.0.0.1:8086"
+    influx_database: str = "gridcap"  # influx1: database (2.x/3.x: mapped by DBRP)
+    influx_username: str = ""
+    influx_password: str = ""
+    influx_token: str = ""  # influx2
+    influx_org: str = ""  # influx2
+    influx_bucket: str = "gridcap"  # influx2
+    influx_timeout_s: int = 30
+    load_measurement: str = "cable_load"
+    load_field: str = "value"
+    load_cable_tag: str = "cable"
+    load_phase_tag: str = ""  # empty: one series per cable; else per-phase series, combined per block
+    load_unit: str = "KW"  # KW or A: the unit of the measured values
+    results_prefix: str = "gridcap_"  # measurements written back for monitoring start with this
+    # Forecasts
+    forecast_interval_min: int = 15
+    forecast_history_weeks: int = 8
+    forecast_coverage: Decimal = Decimal("0.95")
     log_level: str = "INFO"
 
     def policy(self) -> Policy:
@@ -50,6 +71,9 @@ class Settings:
             usage_lookback=timedelta(hours=self.usage_lookback_hours),
             heartbeat_interval=timedelta(seconds=self.heartbeat_interval_s),
         )
+
+    def backend_needs_url(self) -> bool:
+        return self.timeseries_backend != "embedded"
 
     def resolved_admin_token(self) -> str:
         """The admin token from the setting, else from its file; refuse to run without one."""
@@ -89,6 +113,9 @@ _CHECKS: dict[str, tuple[object, object]] = {
     "heartbeat_interval_s": (5, 3600),
     "oscp_rate_per_minute": (1, 1_000_000),
     "oscp_push_timeout_s": (1, 300),
+    "influx_timeout_s": (1, 600),
+    "forecast_interval_min": (1, 24 * 60),
+    "forecast_history_weeks": (1, 104),
 }
 
 
@@ -113,6 +140,22 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         raise ConfigError("usage_margin_share must be between 0 and 10 (0.2 = keep peak usage + 20 %)")
     if settings.public_url and not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", settings.public_url):
         raise ConfigError(f"public_url must be an http(s) URL such as https://dso.example, got {settings.public_url!r}")
+    if settings.timeseries_backend not in {"embedded", "influx1", "influx2"}:
+        raise ConfigError(
+            f"timeseries_backend must be embedded, influx1 or influx2, got {settings.timeseries_backend!r}"
+        )
+    if settings.load_unit not in {"KW", "A"}:
+        raise ConfigError(
+            f"load_unit must be KW or A (the unit of the measured cable load), got {settings.load_unit!r}"
+        )
+    if not Decimal("0.5") <= settings.forecast_coverage < 1:
+        raise ConfigError(
+            f"forecast_coverage must be at least 0.5 and below 1 (0.95 = 95 %), got {settings.forecast_coverage}"
+        )
+    if settings.backend_needs_url() and not re.fullmatch(r"https?://[^\s/?#]+/?", settings.influx_url):
+        raise ConfigError(
+            f"influx_url must be an http(s) URL such as http://127.0.0.1:8086, got {settings.influx_url!r}"
+        )
     if settings.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
         raise ConfigError("log_level must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
     return settings

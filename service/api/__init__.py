@@ -12,7 +12,7 @@ import flask_smorest
 from flask import Flask, Response
 from werkzeug.exceptions import HTTPException
 
-from service.api import audit, cables, capacity, cpos, docs, health, oscp
+from service.api import audit, cables, capacity, cpos, docs, forecasts, health, oscp
 from service.api.auth import protect
 from service.api.errors import handle_domain_error, handle_http_error, handle_unexpected
 from service.domain.errors import GridcapError
@@ -63,6 +63,7 @@ def register_api(
         cables.blueprint(ctx),
         cpos.blueprint(ctx, logins_changed),
         capacity.blueprint(ctx),
+        forecasts.blueprint(ctx),
         audit.blueprint(ctx),
         oscp.blueprint(ctx, flush_record),
     ]

@@ -369,3 +369,42 @@ class MessageCountSchema(ma.Schema):
 
 class MessageCountsSchema(ma.Schema):
     counts = fields.List(fields.Nested(MessageCountSchema))
+
+
+class ForecastBlockSchema(ma.Schema):
+    start = Moment()
+    end = Moment()
+    base_load = Number(metadata={"description": "what allocation subtracts from the limit (with the cable's margin)"})
+    source = fields.String(
+        metadata={
+            "description": "forecast: P50 + recalibrated margin; historical_peak: no forecast covers the block; "
+            "static: the cable was never forecast",
+            "enum": ["forecast", "historical_peak", "static"],
+        }
+    )
+    p50 = Number(allow_none=True)
+    lower = Number(allow_none=True)
+    upper = Number(allow_none=True, metadata={"description": "P50 plus the margin recalibrated on recent errors"})
+
+
+class ForecastViewSchema(ma.Schema):
+    cable_id = fields.String()
+    unit = fields.String()
+    status = fields.String(metadata={"description": "the last refresh: ok, failed, or never"})
+    message = fields.String(metadata={"description": "what the last refresh did or why it failed"})
+    attempted_at = Moment(allow_none=True)
+    issued_at = Moment(allow_none=True, metadata={"description": "issue time of the forecast in use"})
+    model = fields.String(allow_none=True, metadata={"example": "gbm"})
+    peak = Number(allow_none=True, metadata={"description": "historical peak base load: the fallback"})
+    quality = fields.Dict(allow_none=True, metadata={"description": "the data-quality report of the last refresh"})
+    blocks = fields.List(fields.Nested(ForecastBlockSchema))
+
+
+class ForecastMetricsSchema(ma.Schema):
+    computed_at = Moment()
+    metrics = fields.Dict(
+        metadata={
+            "description": "the last day-ahead backtest: model, mae, rmae, pinball, coverage, overload_rate, "
+            "utilisation, the same for each baseline under baselines, and the period (from, to)"
+        }
+    )

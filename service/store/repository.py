@@ -16,11 +16,14 @@ from service.domain.errors import UnknownCable, UnknownCpo
 from service.domain.model import Binding, Cable, Cpo, LimitOverride, Subscription
 from service.domain.units import Unit
 from service.store.tables import (
+    BaseLoadForecastRow,
     BlockRow,
     BudgetRow,
     CableRow,
     CpoRow,
     DecisionRow,
+    ForecastRunRow,
+    LeaseRow,
     LedgerRow,
     LimitOverrideRow,
     OscpMessageRow,
@@ -36,6 +39,7 @@ SelectT = TypeVar("SelectT", bound=Select[*tuple[Any, ...]])
 # Core tables for bulk updates (the ORM classes' __table__ is typed as a FromClause)
 _BUDGETS = cast(Table, BudgetRow.__table__)
 _OUTBOX = cast(Table, OutboxRow.__table__)
+_LEASES = cast(Table, LeaseRow.__table__)
 
 
 class Repository:
@@ -111,6 +115,8 @@ class Repository:
         self.session.execute(delete(BudgetRow).where(BudgetRow.cable_id == cable_id))
         self.session.execute(delete(PendingRequestRow).where(PendingRequestRow.cable_id == cable_id))
         self.session.execute(delete(UsageRow).where(UsageRow.cable_id == cable_id))
+        self.session.execute(delete(BaseLoadForecastRow).where(BaseLoadForecastRow.cable_id == cable_id))
+        self.session.execute(delete(ForecastRunRow).where(ForecastRunRow.cable_id == cable_id))
         self.session.execute(delete(BlockRow).where(BlockRow.cable_id == cable_id))
         self.session.execute(delete(SubscriptionRow).where(SubscriptionRow.cable_id == cable_id))
         self.session.execute(delete(LimitOverrideRow).where(LimitOverrideRow.cable_id == cable_id))
@@ -475,6 +481,100 @@ class Repository:
         updates = {c: stmt.excluded[c] for c in rows[0] if c not in keys}
         self.session.execute(stmt.on_conflict_do_update(index_elements=list(keys), set_=updates), rows)
 
+    # --- forecasts ----------------------------------------------------------------------------
+
+    def save_forecast(
+        self,
+        cable_id: str,
+        issued_at: datetime,
+        model: str,
+        blocks: dict[datetime, tuple[Decimal, Decimal, Decimal]],
+        *,
+        keep_since: datetime,
+    ) -> None:
+        """Replace the forecast of the given blocks with (p50, lower, upper), and drop rows of
+        blocks that started before `keep_since`."""
+        self._upsert(
+            BaseLoadForecastRow,
+            [
+                {
+                    "cable_id": cable_id,
+                    "start": s,
+                    "issued_at": issued_at,
+                    "model": model,
+                    "p50": p,
+                    "lower": lo,
+                    "upper": up,
+                }
+                for s, (p, lo, up) in sorted(blocks.items())
+            ],
+            keys=("cable_id", "start"),
+        )
+        f = BaseLoadForecastRow
+        self.session.execute(delete(f).where(f.cable_id == cable_id, f.start < keep_since))
+
+    def forecast(self, cable_id: str, start: datetime, end: datetime) -> list[BaseLoadForecastRow]:
+        f = BaseLoadForecastRow
+        return list(
+            self.session.scalars(
+                select(f).where(f.cable_id == cable_id, f.start >= start, f.start < end).order_by(f.start)
+            )
+        )
+
+    def forecast_upper(self, cable_id: str, starts: Sequence[datetime]) -> dict[datetime, Decimal]:
+        """The forecast base load plus margin of those blocks that have a forecast."""
+        if not starts:
+            return {}
+        f = BaseLoadForecastRow
+        rows = self.session.execute(
+            select(f.start, f.upper).where(f.cable_id == cable_id, f.start >= min(starts), f.start <= max(starts))
+        )
+        wanted = set(starts)
+        return {s: u for s, u in rows if s in wanted}
+
+    def forecast_run(self, cable_id: str) -> ForecastRunRow | None:
+        return self.session.get(ForecastRunRow, cable_id)
+
+    def forecast_runs(self) -> dict[str, ForecastRunRow]:
+        return {row.cable_id: row for row in self.session.scalars(select(ForecastRunRow))}
+
+    def save_forecast_run(self, cable_id: str, **values: Any) -> None:
+        """Set the given fields of the cable's run; the first run must give the required ones.
+        Call under the cable's lock."""
+        row = self.session.get(ForecastRunRow, cable_id)
+        if row is None:
+            self.session.add(ForecastRunRow(cable_id=cable_id, **values))
+        else:
+            for name, value in values.items():
+                setattr(row, name, value)
+        self.session.flush()
+
+    # --- leases -------------------------------------------------------------------------------
+
+    def take_lease(self, name: str, owner: str, now: datetime, until: datetime) -> bool:
+        """Hold (or keep holding) the lease `name` until `until`, unless another owner holds it
+        past `now`. One statement decides, so two processes can never both win."""
+        lease = LeaseRow.__table__.c
+        dialect = self.session.get_bind().dialect.name
+        insert_new = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(LeaseRow)
+        self.session.execute(
+            insert_new.values(name=name, owner="", expires_at=now).on_conflict_do_nothing(index_elements=["name"])
+        )
+        taken = self.session.execute(
+            update(_LEASES)
+            .where(lease.name == name, or_(lease.owner == owner, lease.expires_at <= now))
+            .values(owner=owner, expires_at=until)
+        )
+        return bool(taken.rowcount)  # type: ignore[attr-defined]
+
+    def drop_lease(self, name: str, owner: str, now: datetime) -> None:
+        lease = LeaseRow.__table__.c
+        self.session.execute(update(_LEASES).where(lease.name == name, lease.owner == owner).values(expires_at=now))
+
+    def lease_holder(self, name: str, now: datetime) -> str | None:
+        row = self.session.get(LeaseRow, name)
+        return row.owner if row is not None and row.expires_at > now and row.owner else None
+
     # --- usage --------------------------------------------------------------------------------
 
     def save_usage(self, cable_id: str, cpo_id: str, usage: dict[datetime, Decimal], now: datetime) -> None:
@@ -493,6 +593,20 @@ class Repository:
             select(UsageRow).where(UsageRow.cable_id == cable_id, UsageRow.start >= start, UsageRow.start < end)
         ):
             out.setdefault(row.start, {})[row.cpo_id] = row.average_usage
+        return out
+
+    def usage_totals(
+        self, cable_ids: Sequence[str], start: datetime, end: datetime
+    ) -> dict[str, dict[datetime, Decimal]]:
+        """Per cable and block: the EV usage all CPOs reported together."""
+        u = UsageRow
+        out: dict[str, dict[datetime, Decimal]] = {c: {} for c in cable_ids}
+        for cable_id, block, total in self.session.execute(
+            select(u.cable_id, u.start, func.sum(u.average_usage))
+            .where(u.cable_id.in_(cable_ids), u.start >= start, u.start < end)
+            .group_by(u.cable_id, u.start)
+        ):
+            out[cable_id][block] = total
         return out
 
     # --- outbox -------------------------------------------------------------------------------

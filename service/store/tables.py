@@ -239,3 +239,45 @@ class OscpMessageRow(Base):
     http_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
     duration_ms: Mapped[float] = mapped_column(Float)
     detail: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class BaseLoadForecastRow(Base):
+    """The newest forecast of a cable's base load for a block. `upper` (P50 plus the recalibrated
+    margin) is what allocation subtracts from the limit; a row outlives a failed refresh."""
+
+    __tablename__ = "base_load_forecasts"
+
+    cable_id: Mapped[str] = mapped_column(ForeignKey("cables.id"), primary_key=True)
+    start: Mapped[datetime] = mapped_column(UtcDateTime, primary_key=True)
+    issued_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    model: Mapped[str] = mapped_column(String(32))
+    p50: Mapped[Decimal] = mapped_column(Quantity)
+    lower: Mapped[Decimal] = mapped_column(Quantity)
+    upper: Mapped[Decimal] = mapped_column(Quantity)
+
+
+class ForecastRunRow(Base):
+    """How the last forecast refresh of a cable went, and what to fall back on when none covers a block."""
+
+    __tablename__ = "forecast_runs"
+
+    cable_id: Mapped[str] = mapped_column(ForeignKey("cables.id"), primary_key=True)
+    attempted_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    status: Mapped[str] = mapped_column(String(16))  # ok | failed
+    message: Mapped[str] = mapped_column(Text)
+    issued_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)  # of the last good forecast
+    model: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    peak: Mapped[Decimal | None] = mapped_column(Quantity, nullable=True)  # historical peak base load
+    quality: Mapped[str | None] = mapped_column(Text, nullable=True)  # JSON: the last data-quality report
+    metrics: Mapped[str | None] = mapped_column(Text, nullable=True)  # JSON: the last backtest's metrics
+    metrics_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+
+
+class LeaseRow(Base):
+    """A named lease one process holds until it expires, e.g. the right to run the scheduler's jobs."""
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(200))
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime)

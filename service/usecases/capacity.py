@@ -221,8 +221,8 @@ def capacity(ctx: Context, cable_id: str, start: datetime | None = None, end: da
         repo = Repository(session)
         cable = repo.cable(cable_id)
         book = repo.load_book(cable, starts[0], starts[-1] + BLOCK)
-    unknown = [s for s in starts if s not in book.blocks]
-    loads = ctx.base_loads.base_load(cable, unknown) if unknown else {}
+        unknown = [s for s in starts if s not in book.blocks]
+        loads = ctx.base_loads.base_load(repo, cable, unknown) if unknown else {}
     views = []
     for s in starts:
         block = book.blocks.get(s)

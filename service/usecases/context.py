@@ -4,9 +4,10 @@ import dataclasses
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 
+from forecasts import ForecastConfig
 from service.domain.allocation import (
     BudgetChange,
     CableBook,
@@ -19,9 +20,9 @@ from service.domain.allocation import (
 )
 from service.domain.blocks import BLOCK, block_floor, block_starts
 from service.domain.model import Cable
-from service.domain.ports import BaseLoadSource, StaticBaseLoad
 from service.settings import Settings
 from service.store import Database, DecisionRecord, HoldRules, Repository
+from service.usecases.baseload import BaseLoadSource, ForecastBaseLoad
 
 log = logging.getLogger("gridcap.decisions")
 
@@ -37,7 +38,10 @@ class Context:
     db: Database
     policy: Policy = field(default_factory=Policy)
     clock: Callable[[], datetime] = utc_now
-    base_loads: BaseLoadSource = field(default_factory=StaticBaseLoad)
+    base_loads: BaseLoadSource = field(default_factory=ForecastBaseLoad)
+    forecast_config: ForecastConfig = field(default_factory=ForecastConfig)
+    history: timedelta = timedelta(weeks=8)  # of measurements each forecast learns from
+    results_prefix: str = "gridcap_"  # of the measurements written back for monitoring
 
     def horizon(self, now: datetime) -> tuple[datetime, datetime]:
         """[start of the current block, that + horizon): the blocks that have budgets."""
@@ -47,7 +51,16 @@ class Context:
 
 def build_context(settings: Settings) -> Context:
     """The one wiring of settings to a database, shared by the API, the CLI and jobs."""
-    return Context(Database(settings.database_url), policy=settings.policy())
+    policy = settings.policy()
+    return Context(
+        Database(settings.database_url),
+        policy=policy,
+        forecast_config=ForecastConfig(
+            horizon_blocks=policy.horizon // BLOCK, coverage=float(settings.forecast_coverage)
+        ),
+        history=timedelta(weeks=settings.forecast_history_weeks),
+        results_prefix=settings.results_prefix,
+    )
 
 
 class OpenedBook(NamedTuple):
@@ -70,7 +83,7 @@ def open_book(
         return OpenedBook(book, [], Ledger())
     existing = repo.block_starts(cable.id, h_start, h_end)
     missing = [s for s in block_starts(h_start, h_end) if s not in existing]
-    loads = ctx.base_loads.base_load(cable, missing)
+    loads = ctx.base_loads.base_load(repo, cable, missing)
     ledger = hand_out(book, [new_block(cable, s, loads[s]) for s in missing])
     return OpenedBook(book, missing, ledger)
 

@@ -63,7 +63,7 @@ def update_cable(ctx: Context, cable_id: str, changes: dict[str, Any], *, actor:
             if getattr(old, name) != getattr(new, name)
         )
         message = f"cable {cable_id} updated: {described}"
-        _reallocate(repo, ctx, new, DecisionRecord(now, actor, "cable_updated", message, cable_id=cable_id))
+        reallocate_cable(repo, ctx, new, DecisionRecord(now, actor, "cable_updated", message, cable_id=cable_id))
         return new
 
 
@@ -91,7 +91,7 @@ def add_override(ctx: Context, cable_id: str, override: LimitOverride, *, actor:
             f"limit override {saved.id} on cable {cable_id}: {saved.limit} from {saved.start.isoformat()} "
             f"to {saved.end.isoformat()} ({saved.reason})"
         )
-        _reallocate(
+        reallocate_cable(
             repo, ctx, repo.cable(cable_id), DecisionRecord(now, actor, "override_added", message, cable_id=cable_id)
         )
         return saved
@@ -106,10 +106,10 @@ def remove_override(ctx: Context, cable_id: str, override_id: int, *, actor: str
             raise NotFound(f"cable {cable_id} has no limit override {override_id}")
         message = f"limit override {override_id} on cable {cable_id} removed"
         decision = DecisionRecord(now, actor, "override_removed", message, cable_id=cable_id)
-        _reallocate(repo, ctx, repo.cable(cable_id), decision)
+        reallocate_cable(repo, ctx, repo.cable(cable_id), decision)
 
 
-def _reallocate(repo: Repository, ctx: Context, cable: Cable, decision: DecisionRecord) -> None:
+def reallocate_cable(repo: Repository, ctx: Context, cable: Cable, decision: DecisionRecord) -> None:
     """Recompute every block from the current one on from the cable as it is now, and move
     budgets to fit. Every stored block, not just the horizon: a block another writer handed out
     (or a longer horizon did) must not keep an old limit."""
@@ -117,7 +117,7 @@ def _reallocate(repo: Repository, ctx: Context, cable: Cable, decision: Decision
     horizon = open_book(repo, ctx, cable, now, start=ctx.horizon(now)[0], end=None)
     book = horizon.book
     old_starts = sorted(set(book.blocks) - set(horizon.new_starts))
-    loads = ctx.base_loads.base_load(cable, old_starts)
+    loads = ctx.base_loads.base_load(repo, cable, old_starts)
     updated = [new_block(cable, s, loads[s]) for s in old_starts]
     ledger = reallocate(book, updated)
     commit(repo, horizon, decision, ledger, touched=old_starts)

@@ -79,6 +79,7 @@ def cli(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.
     runner = Cli(capsys, monkeypatch, tmp_path)
     monkeypatch.setenv("GRIDCAP_DATABASE_URL", f"sqlite:///{runner.db_file}")
     monkeypatch.setenv("GRIDCAP_ADMIN_TOKEN_FILE", str(runner.token_file))
+    monkeypatch.setenv("GRIDCAP_TIMESERIES_PATH", str(runner.root / "data" / "timeseries.db"))
     return runner
 
 
@@ -98,6 +99,7 @@ def demo_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
                 mp.delenv(key)
         mp.setenv("GRIDCAP_DATABASE_URL", f"sqlite:///{root / 'data' / 'gridcap.db'}")
         mp.setenv("GRIDCAP_ADMIN_TOKEN_FILE", str(root / "secrets" / "admin-token"))
+        mp.setenv("GRIDCAP_TIMESERIES_PATH", str(root / "data" / "timeseries.db"))
         assert main(["init-db", "--demo"]) == 0
     return root
 

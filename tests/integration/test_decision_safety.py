@@ -81,7 +81,7 @@ def test_one_failing_cable_does_not_stop_the_others_from_rolling(c1: Context, cl
     clock.advance(timedelta(minutes=30))
 
     class Broken:
-        def base_load(self, cable: Any, starts: Any) -> dict[Any, D]:
+        def base_load(self, repo: Any, cable: Any, starts: Any) -> dict[Any, D]:
             if cable.id == "c1":
                 raise RuntimeError("measurements of c1 unreadable")
             return dict.fromkeys(starts, cable.base_load)

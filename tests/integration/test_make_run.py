@@ -51,6 +51,7 @@ def make_run(tmp_path: Path) -> Iterator[Running]:
     env.update(
         GRIDCAP_DATABASE_URL=f"sqlite:///{tmp_path / 'run' / 'gridcap.db'}",
         GRIDCAP_ADMIN_TOKEN_FILE=str(tmp_path / "run" / "admin-token"),
+        GRIDCAP_TIMESERIES_PATH=str(tmp_path / "run" / "timeseries.db"),
         GRIDCAP_PORT=str(port),
     )
     log = tmp_path / "make-run.log"
@@ -132,6 +133,16 @@ def test_make_run_serves_the_demo_grid_and_prints_how_to_use_it(make_run: Runnin
     assert get(f"{base}/api/v1/cables")[0] == 401
     assert get(f"{base}/api/v1/openapi.json")[0] == 200
     assert get(f"{base}/api/v1/docs")[0] == 200
+
+    # The scheduler forecasts the demo cables from the demo measurements as soon as it starts.
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        forecast = json.loads(get(f"{base}/api/v1/cables/demo-kerkstraat/forecast", token)[1])
+        if forecast["status"] != "never":
+            break
+        time.sleep(0.5)
+    assert forecast["status"] == "ok", forecast["message"]
+    assert {b["source"] for b in forecast["blocks"][1:]} == {"forecast"}
 
     os.killpg(make_run.process.pid, signal.SIGTERM)
     make_run.process.wait(timeout=15)

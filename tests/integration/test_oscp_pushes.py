@@ -2,6 +2,7 @@
 
 from collections.abc import Iterator
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import pytest
 from conftest import Clock
@@ -357,17 +358,23 @@ def test_the_wsdl_advertises_the_configured_public_url(ctx: Context) -> None:
     assert "attacker.example" not in wsdl
 
 
-def test_the_scheduler_delivers_pushes_on_its_own(cpos: Cpos) -> None:
+def test_the_scheduler_delivers_pushes_on_its_own(cpos: Cpos, tmp_path: Path) -> None:
     import time
 
     from service.jobs.scheduler import build_scheduler
+    from service.settings import Settings
+    from service.timeseries import build_timeseries
 
-    scheduler = build_scheduler(cpos.ctx, cpos.link)
+    store = build_timeseries(Settings(timeseries_backend="embedded", timeseries_path=str(tmp_path / "ts.db")))
+    scheduler = build_scheduler(cpos.ctx, cpos.link, store)
     assert {job.name for job in scheduler.get_jobs()} == {
+        "renew the scheduler lease",
         "deliver owed pushes",
         "heartbeat every CPO",
         "release holds past the notice period",
         "hand out blocks entering the horizon",
+        "refresh base-load forecasts",
+        "backtest the forecasts",
     }
     scheduler.start()
     try:

@@ -213,3 +213,25 @@ def test_an_unreadable_admin_token_file(tmp_path: Path) -> None:
 @pytest.mark.parametrize("raw", ["dso.example", "ftp://dso.example", "https://", "https://dso.example/a b"])
 def test_public_url(raw: str) -> None:
     refused({"GRIDCAP_PUBLIC_URL": raw}, "public_url must be an http(s) URL")
+
+
+@pytest.mark.parametrize(
+    ("environ", "needle"),
+    [
+        ({"GRIDCAP_TIMESERIES_BACKEND": "influx"}, "timeseries_backend must be embedded, influx1 or influx2"),
+        ({"GRIDCAP_LOAD_UNIT": "MW"}, "load_unit must be KW or A"),
+        ({"GRIDCAP_FORECAST_COVERAGE": "0.4"}, "forecast_coverage must be at least 0.5 and below 1"),
+        ({"GRIDCAP_FORECAST_COVERAGE": "1"}, "forecast_coverage must be at least 0.5 and below 1"),
+        ({"GRIDCAP_TIMESERIES_BACKEND": "influx1", "GRIDCAP_INFLUX_URL": "127.0.0.1:8086"}, "influx_url must be"),
+        ({"GRIDCAP_FORECAST_INTERVAL_MIN": "0"}, "forecast_interval_min"),
+        ({"GRIDCAP_FORECAST_HISTORY_WEEKS": "105"}, "forecast_history_weeks"),
+    ],
+)
+def test_timeseries_and_forecast_settings_are_checked(environ: dict[str, str], needle: str) -> None:
+    refused(environ, needle)
+
+
+def test_the_influx_url_is_only_checked_when_influx_is_used() -> None:
+    assert load_settings({"GRIDCAP_INFLUX_URL": "not a url"}).timeseries_backend == "embedded"
+    settings = load_settings({"GRIDCAP_TIMESERIES_BACKEND": "influx2", "GRIDCAP_INFLUX_URL": "https://influx.example"})
+    assert settings.influx_url == "https://influx.example"
