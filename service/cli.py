@@ -35,9 +35,8 @@ from service.settings import ConfigError, Settings, load_settings, read_token_fi
 from service.usecases import Context, audit, build_context, capacity, cpos, forecasting, grid, measurements
 
 if TYPE_CHECKING:
-    from flask import Flask
-
     from service.jobs.scheduler import Jobs
+    from service.oscp.v1.recorder import Recorder
     from service.timeseries import TimeseriesStore
 
 log = logging.getLogger("gridcap.cli")
@@ -240,17 +239,15 @@ def _shown_token(settings: Settings, token: str) -> str:
     return f"(from {source}; not shown)"
 
 
-def _scheduler(settings: Settings, app: "Flask") -> "Jobs":
-    """The jobs on the app's context: OSCP calls to CPOs as the DSO (settings oscp_username and
-    oscp_password), and forecasts from the configured timeseries store."""
-    from service.app import wiring
+def _scheduler(settings: Settings, ctx: Context, recorder: "Recorder") -> "Jobs":
+    """The jobs: OSCP calls to CPOs as the DSO (settings oscp_username and oscp_password), recorded
+    by `recorder`, and forecasts from the configured timeseries store."""
     from service.jobs.scheduler import build_scheduler
     from service.oscp.v1.client import OscpClient
     from service.oscp.v1.gateway import WSDL_DIR
     from service.oscp.v1.link import OscpPeerLink
     from service.timeseries import build_timeseries
 
-    wired = wiring(app)
     client = OscpClient(
         wsdl_dir=WSDL_DIR,
         username=settings.oscp_username,
@@ -259,7 +256,7 @@ def _scheduler(settings: Settings, app: "Flask") -> "Jobs":
     )
     store = build_timeseries(settings)  # the jobs close it when they shut down
     every = timedelta(minutes=settings.forecast_interval_min)
-    return build_scheduler(wired.ctx, OscpPeerLink(client, wired.recorder), store, forecast_every=every)
+    return build_scheduler(ctx, OscpPeerLink(client, recorder), store, forecast_every=every)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -275,14 +272,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from service.app import create_app, wiring
 
     app = create_app(settings)
-    scheduler = _scheduler(settings, app) if args.with_scheduler else None
     try:
         server = waitress.create_server(app, host=settings.host, port=settings.port, threads=settings.threads)
     except OSError as exc:
+        wiring(app).close()
         raise UsageError(
             f"cannot listen on {settings.host}:{settings.port} ({exc.strerror or exc}); "
             "pick another port with --port or GRIDCAP_PORT"
         ) from None
+    wired = wiring(app)
+    scheduler = _scheduler(settings, wired.ctx, wired.recorder) if args.with_scheduler else None
     base = f"http://{_display_host(settings.host)}:{settings.port}"
     print(f"gridcap is serving on {base} (database {make_url(settings.database_url).render_as_string()})")
     _fields(
@@ -389,11 +388,11 @@ def cmd_init_db(args: argparse.Namespace) -> int:
         if not args.demo:
             return 0
         seeded = demo.seed_demo(ctx, actor=_actor())
-        _seed_demo_measurements(settings, ctx)
         if seeded is None:
             count = len(grid.list_cables(ctx))
             print(f"demo grid: not seeded, the database already has {count} cable(s); nothing changed")
             return 0
+        _seed_demo_measurements(settings, ctx)
         creds_file = demo.credentials_path(settings.database_url, settings.admin_token_file)
         demo.write_credentials(creds_file, settings.database_url, seeded)
         print(
@@ -860,32 +859,32 @@ def _progress(description: str) -> Iterator[Callable[[int, int], None]]:
 
 
 def cmd_scheduler(args: argparse.Namespace) -> int:
-    """The jobs without the web server, until Ctrl-C or SIGTERM."""
-    settings = load_settings()
-    with _opened(settings):
-        pass
+    """The jobs without the web server (and without its admin token), until Ctrl-C or SIGTERM."""
     import threading
 
-    from service.app import create_app, wiring
+    from service.oscp.v1.recorder import Recorder
 
-    app = create_app(settings)
-    jobs = _scheduler(settings, app)
-    stopped = threading.Event()
+    settings = load_settings()
+    with _opened(settings) as ctx:
+        recorder = Recorder(ctx)
+        jobs = _scheduler(settings, ctx, recorder)
+        stopped = threading.Event()
 
-    def stop(_signum: int, _frame: FrameType | None) -> None:
-        stopped.set()
+        def stop(_signum: int, _frame: FrameType | None) -> None:
+            stopped.set()
 
-    previous = signal.signal(signal.SIGTERM, stop)
-    print(f"gridcap scheduler running as {jobs.lease.owner} (jobs run while it holds the lease). Stop with Ctrl-C.")
-    jobs.start()
-    try:
-        stopped.wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        jobs.shutdown(wait=True)
-        wiring(app).close()
+        previous = signal.signal(signal.SIGTERM, stop)
+        print(f"gridcap scheduler running as {jobs.lease.owner}: it runs the jobs while it holds the lease.")
+        print("Stop with Ctrl-C.", flush=True)
+        jobs.start()
+        try:
+            stopped.wait()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+            jobs.shutdown(wait=True)
+            recorder.close()
     print("gridcap scheduler: stopped", flush=True)
     return 0
 

@@ -13,6 +13,7 @@ from datetime import timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from service.domain.allocation import Policy
 
@@ -56,11 +57,13 @@ class Settings:
     load_cable_tag: str = "cable"
     load_phase_tag: str = ""  # empty: one series per cable; else per-phase series, combined per block
     load_unit: str = "KW"  # KW or A: the unit of the measured values
+    load_power_factor: Decimal = Decimal("0.9")  # the lowest expected; kW -> A divides by it (0.5-1)
     results_prefix: str = "gridcap_"  # measurements written back for monitoring start with this
     # Forecasts
     forecast_interval_min: int = 15
     forecast_history_weeks: int = 8
     forecast_coverage: Decimal = Decimal("0.95")
+    forecast_local_tz: str = "Europe/Amsterdam"  # calendar features and the backtest's issue time
     log_level: str = "INFO"
 
     def policy(self) -> Policy:
@@ -136,6 +139,12 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     for name, raw in values.items():
         converted[name] = _convert(name, known[name].type, raw)
     settings = Settings(**converted)
+    _check(settings)
+    return settings
+
+
+def _check(settings: Settings) -> None:
+    """Rules that span a value's meaning rather than its type."""
     if not Decimal(0) <= settings.usage_margin_share <= 10:
         raise ConfigError("usage_margin_share must be between 0 and 10 (0.2 = keep peak usage + 20 %)")
     if settings.public_url and not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", settings.public_url):
@@ -152,13 +161,20 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         raise ConfigError(
             f"forecast_coverage must be at least 0.5 and below 1 (0.95 = 95 %), got {settings.forecast_coverage}"
         )
+    if not Decimal("0.5") <= settings.load_power_factor <= 1:
+        raise ConfigError(f"load_power_factor must be between 0.5 and 1, got {settings.load_power_factor}")
+    try:
+        ZoneInfo(settings.forecast_local_tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(
+            f"forecast_local_tz must be an IANA time zone such as Europe/Amsterdam, got {settings.forecast_local_tz!r}"
+        ) from None
     if settings.backend_needs_url() and not re.fullmatch(r"https?://[^\s/?#]+/?", settings.influx_url):
         raise ConfigError(
             f"influx_url must be an http(s) URL such as http://127.0.0.1:8086, got {settings.influx_url!r}"
         )
     if settings.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
         raise ConfigError("log_level must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
-    return settings
 
 
 def _read_config(config_path: str) -> dict[str, Any]:

@@ -28,7 +28,7 @@ log = logging.getLogger("gridcap.jobs")
 PUSH_EVERY = timedelta(seconds=2)
 HOLDS_EVERY = timedelta(seconds=30)
 HORIZON_EVERY = timedelta(minutes=1)
-BACKTEST_EVERY = timedelta(days=1)
+BACKTEST_EVERY = timedelta(hours=1)  # backtests the cables whose metrics are a day old: restarts do not starve it
 LEASE_TTL = timedelta(seconds=30)  # a dead scheduler's jobs resume elsewhere within this
 
 
@@ -41,8 +41,11 @@ class Lease:
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._valid_until = 0.0  # monotonic seconds
         self._lock = threading.Lock()
+        self._stopping = False
 
     def renew(self) -> None:
+        if self._stopping:
+            return
         asked = time.monotonic()
         try:
             held = leases.hold(self.ctx, leases.SCHEDULER, self.owner, self.ttl)
@@ -60,10 +63,17 @@ class Lease:
 
     @property
     def held(self) -> bool:
+        """Jobs run, and long ones go on cable after cable, only while this is true."""
         with self._lock:
-            return time.monotonic() < self._valid_until
+            return not self._stopping and time.monotonic() < self._valid_until
+
+    def stop(self) -> None:
+        """From now on nothing counts as held: running jobs end at their next check."""
+        with self._lock:
+            self._stopping = True
 
     def release(self) -> None:
+        self.stop()
         with self._lock:
             self._valid_until = 0.0
         try:
@@ -94,8 +104,8 @@ def roll_horizon(ctx: Context) -> None:
         log.error("handing out new blocks failed on %s", "; ".join(f"{c}: {w}" for c, w in result.failed.items()))
 
 
-def refresh_forecasts(ctx: Context, store: TimeseriesStore) -> None:
-    report = forecasting.refresh(ctx, store)
+def refresh_forecasts(ctx: Context, store: TimeseriesStore, lease: Lease) -> None:
+    report = forecasting.refresh(ctx, store, stop=lambda: not lease.held)
     if report.failed:
         log.error(
             "forecasts failed on %d of %d cables: %s; those cables keep their last forecast, then the historical peak",
@@ -107,8 +117,8 @@ def refresh_forecasts(ctx: Context, store: TimeseriesStore) -> None:
         log.warning("forecast data of %s: %s", cable_id, "; ".join(issues))
 
 
-def backtest_forecasts(ctx: Context, store: TimeseriesStore) -> None:
-    failed = forecasting.backtest_all(ctx, store)
+def backtest_forecasts(ctx: Context, store: TimeseriesStore, lease: Lease) -> None:
+    failed = forecasting.backtest_all(ctx, store, older_than=timedelta(days=1), stop=lambda: not lease.held)
     if failed:
         log.error("backtests failed on %s", "; ".join(f"{c}: {why}" for c, why in sorted(failed.items())))
 
@@ -134,6 +144,8 @@ class Jobs:
         self.scheduler.modify_job(REFRESH, next_run_time=datetime.now(UTC) + timedelta(seconds=1))
 
     def shutdown(self, *, wait: bool = True) -> None:
+        """Stop: running jobs end at their next check, so no second scheduler overlaps this one."""
+        self.lease.stop()
         self.scheduler.shutdown(wait=wait)
         self.lease.release()
         self.store.close()
@@ -165,11 +177,18 @@ def build_scheduler(
         (lambda: send_heartbeats(ctx, link), ctx.policy.heartbeat_interval, "heartbeat every CPO"),
         (lambda: release_expired_holds(ctx), HOLDS_EVERY, "release holds past the notice period"),
         (lambda: roll_horizon(ctx), HORIZON_EVERY, "hand out blocks entering the horizon"),
-        (lambda: refresh_forecasts(ctx, store), forecast_every, REFRESH),
-        (lambda: backtest_forecasts(ctx, store), BACKTEST_EVERY, "backtest the forecasts"),
+        (lambda: refresh_forecasts(ctx, store, lease), forecast_every, REFRESH),
+        (lambda: backtest_forecasts(ctx, store, lease), BACKTEST_EVERY, "backtest the forecasts"),
     ]
     renew_every = lease_ttl.total_seconds() / 3
-    jobs.scheduler.add_job(lease.renew, "interval", seconds=renew_every, name="renew the scheduler lease", id="lease")
+    jobs.scheduler.add_job(
+        lease.renew,
+        "interval",
+        seconds=renew_every,
+        name="renew the scheduler lease",
+        id="lease",
+        misfire_grace_time=None,  # a late renewal still counts; skipping it would drop the lease
+    )
     for func, every, name in periodic:
         jobs.scheduler.add_job(leased(func), "interval", seconds=every.total_seconds(), name=name, id=name)
     return jobs

@@ -491,9 +491,12 @@ class Repository:
         blocks: dict[datetime, tuple[Decimal, Decimal, Decimal]],
         *,
         keep_since: datetime,
-    ) -> None:
-        """Replace the forecast of the given blocks with (p50, lower, upper), and drop rows of
-        blocks that started before `keep_since`."""
+    ) -> bool:
+        """Store (p50, lower, upper) per block unless a forecast issued later is stored already
+        (False), and drop rows of blocks that started before `keep_since`."""
+        run = self.session.get(ForecastRunRow, cable_id)
+        if run is not None and run.issued_at is not None and run.issued_at > issued_at:
+            return False
         self._upsert(
             BaseLoadForecastRow,
             [
@@ -512,6 +515,7 @@ class Repository:
         )
         f = BaseLoadForecastRow
         self.session.execute(delete(f).where(f.cable_id == cable_id, f.start < keep_since))
+        return True
 
     def forecast(self, cable_id: str, start: datetime, end: datetime) -> list[BaseLoadForecastRow]:
         f = BaseLoadForecastRow
@@ -534,9 +538,6 @@ class Repository:
 
     def forecast_run(self, cable_id: str) -> ForecastRunRow | None:
         return self.session.get(ForecastRunRow, cable_id)
-
-    def forecast_runs(self) -> dict[str, ForecastRunRow]:
-        return {row.cable_id: row for row in self.session.scalars(select(ForecastRunRow))}
 
     def save_forecast_run(self, cable_id: str, **values: Any) -> None:
         """Set the given fields of the cable's run; the first run must give the required ones.

@@ -13,8 +13,9 @@ Common behaviour:
   * read_load(cable_ids, start, end): start and end on quarter hours. A DataFrame indexed by every
     UTC block start in [start, end) (name "time"), one float column per cable id in the order given
     (duplicates dropped), NaN where a cable has no data in a block; the 15-minute means are computed
-    by the server. With a phase tag the per-phase means of a block are combined: A -> the highest
-    phase (the limit holds per phase), KW -> the sum of the phases.
+    by the server. With a phase tag the per-phase means of a block are combined: A (or any unit with
+    highest_phase=True) -> the highest phase (the limit holds per phase), KW -> the sum of the
+    phases; a block missing a phase the cable has elsewhere is missing (NaN), never low.
   * read_raw(cable_id, start, end, *, phase=None): the raw points in [start, end), time-sorted, UTC
     index. Without a phase tag `phase` must be None. With one, phase="L1" gives that phase's points;
     phase=None gives all phases combined per timestamp by the rule above (A: max, KW: sum).

@@ -82,8 +82,12 @@ class TimeseriesStore(Protocol):
     def ping(self) -> None:
         """Raise TimeseriesUnavailable if the server is down."""
 
-    def read_load(self, cable_ids: Sequence[str], start: datetime, end: datetime) -> pd.DataFrame:
-        """15-minute means per cable, aggregated by the server; see the package docstring."""
+    def read_load(
+        self, cable_ids: Sequence[str], start: datetime, end: datetime, *, highest_phase: bool = False
+    ) -> pd.DataFrame:
+        """15-minute means per cable, aggregated by the server; see the package docstring. With
+        `highest_phase`, phases combine by their highest value whatever the unit (for cables whose
+        limit holds per phase)."""
 
     def read_raw(self, cable_id: str, start: datetime, end: datetime, *, phase: str | None = None) -> pd.Series:
         """Raw points in [start, end), time-sorted, UTC index; see the package docstring for phases."""
@@ -224,17 +228,19 @@ def check_phase(layout: LoadLayout, phase: str | None) -> str:
 class BlockGrid:
     """A blocks x cables matrix of 15-minute values, filled series by series.
 
-    A cell written twice (a second phase of the same cable) is combined: for A the highest phase (the
-    limit holds per phase), for KW the sum of the phases.
+    A cell written twice (a second phase of the same cable) is combined: the highest phase when
+    `highest` (the limit holds per phase), else the sum of the phases. A cell with fewer phases
+    than its cable shows elsewhere is missing, not low: a phase without data is no phase without load.
     """
 
-    def __init__(self, start_s: int, end_s: int, cable_ids: Sequence[str], unit: str) -> None:
+    def __init__(self, start_s: int, end_s: int, cable_ids: Sequence[str], *, highest: bool) -> None:
         self.start_s = start_s
         self.blocks = (end_s - start_s) // BLOCK_S
         self.cable_ids = list(cable_ids)
         self.columns = {cable_id: i for i, cable_id in enumerate(self.cable_ids)}
-        self.combine = np.fmax if unit == "A" else np.add
+        self.combine = np.fmax if highest else np.add
         self.values = np.full((self.blocks, len(self.cable_ids)), np.nan)
+        self.series = np.zeros((self.blocks, len(self.cable_ids)), dtype=np.int16)
 
     def add(self, cable_id: str, block_starts_s: npt.ArrayLike, means: npt.ArrayLike) -> None:
         column = self.columns.get(cable_id)
@@ -247,8 +253,11 @@ class BlockGrid:
         current = self.values[rows, column]
         empty = np.isnan(current)
         self.values[rows, column] = np.where(empty, values, self.combine(np.where(empty, 0.0, current), values))
+        self.series[rows, column] += 1
 
     def frame(self) -> pd.DataFrame:
+        phases = self.series.max(axis=0, initial=0)
+        values = np.where(self.series < phases, np.nan, self.values)
         index = pd.date_range(
             start=pd.Timestamp(self.start_s, unit="s", tz=UTC),
             periods=self.blocks,
@@ -256,7 +265,7 @@ class BlockGrid:
             unit="ns",
             name="time",
         )
-        return pd.DataFrame(self.values, index=index, columns=pd.Index(self.cable_ids, dtype=object, name="cable"))
+        return pd.DataFrame(values, index=index, columns=pd.Index(self.cable_ids, dtype=object, name="cable"))
 
 
 def combine_phase_points(times_ns: npt.NDArray[np.int64], values: npt.NDArray[np.float64], unit: str) -> pd.Series:

@@ -129,10 +129,12 @@ class EmbeddedStore:
                 )
             self._ready = True
 
-    def read_load(self, cable_ids: Sequence[str], start: datetime, end: datetime) -> pd.DataFrame:
+    def read_load(
+        self, cable_ids: Sequence[str], start: datetime, end: datetime, *, highest_phase: bool = False
+    ) -> pd.DataFrame:
         cables = check_cable_ids(cable_ids)
         start_s, end_s = block_range(start, end)
-        grid = BlockGrid(start_s, end_s, cables, self.layout.unit)
+        grid = BlockGrid(start_s, end_s, cables, highest=highest_phase or self.layout.unit == "A")
         with self._connect() as conn:
             for offset in range(0, len(cables), _IN_BATCH):
                 group = cables[offset : offset + _IN_BATCH]

@@ -263,10 +263,12 @@ class Influx1Store:
                     "(InfluxDB 2.x/3.x: create a bucket and a DBRP mapping for it), or set influx_database"
                 ) from None
 
-    def read_load(self, cable_ids: Sequence[str], start: datetime, end: datetime) -> pd.DataFrame:
+    def read_load(
+        self, cable_ids: Sequence[str], start: datetime, end: datetime, *, highest_phase: bool = False
+    ) -> pd.DataFrame:
         cables = check_cable_ids(cable_ids)
         start_s, end_s = block_range(start, end)
-        grid = BlockGrid(start_s, end_s, cables, self.layout.unit)
+        grid = BlockGrid(start_s, end_s, cables, highest=highest_phase or self.layout.unit == "A")
         rows_per_cable = ((end_s - start_s) // BLOCK_S) * (3 if self.layout.phase_tag else 1)
         size = max(1, min(MAX_CABLES_PER_QUERY, ROWS_PER_QUERY // rows_per_cable))
         groups = [cables[i : i + size] for i in range(0, len(cables), size)]

@@ -224,10 +224,12 @@ class Influx2Store:
                 "or set influx_bucket"
             )
 
-    def read_load(self, cable_ids: Sequence[str], start: datetime, end: datetime) -> pd.DataFrame:
+    def read_load(
+        self, cable_ids: Sequence[str], start: datetime, end: datetime, *, highest_phase: bool = False
+    ) -> pd.DataFrame:
         cables = check_cable_ids(cable_ids)
         start_s, end_s = block_range(start, end)
-        grid = BlockGrid(start_s, end_s, cables, self.layout.unit)
+        grid = BlockGrid(start_s, end_s, cables, highest=highest_phase or self.layout.unit == "A")
         rows_per_cable = ((end_s - start_s) // BLOCK_S) * (3 if self.layout.phase_tag else 1)
         size = max(1, min(MAX_CABLES_PER_QUERY, ROWS_PER_QUERY // rows_per_cable))
         cable_tag, phase_tag = self.layout.cable_tag, self.layout.phase_tag

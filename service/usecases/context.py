@@ -5,6 +5,7 @@ import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from math import ceil
 from typing import NamedTuple
 
 from forecasts import ForecastConfig
@@ -26,6 +27,7 @@ from service.usecases.baseload import BaseLoadSource, ForecastBaseLoad
 
 log = logging.getLogger("gridcap.decisions")
 
+WEEK_BLOCKS = 7 * 96  # the longest horizon a forecast can have: last week's same slot must exist
 OFFLINE_AFTER_HEARTBEATS = 3  # a CPO silent for this many heartbeat intervals is offline
 
 
@@ -39,14 +41,28 @@ class Context:
     policy: Policy = field(default_factory=Policy)
     clock: Callable[[], datetime] = utc_now
     base_loads: BaseLoadSource = field(default_factory=ForecastBaseLoad)
-    forecast_config: ForecastConfig = field(default_factory=ForecastConfig)
+    forecast_config: ForecastConfig = field(default_factory=lambda: forecast_config(Policy()))
     history: timedelta = timedelta(weeks=8)  # of measurements each forecast learns from
     results_prefix: str = "gridcap_"  # of the measurements written back for monitoring
+    power_factor: float = 0.9  # the lowest expected: measured kW become this much more current
 
     def horizon(self, now: datetime) -> tuple[datetime, datetime]:
         """[start of the current block, that + horizon): the blocks that have budgets."""
         start = block_floor(now)
         return start, start + self.policy.horizon
+
+
+def forecast_config(
+    policy: Policy,
+    *,
+    refresh_every: timedelta = timedelta(minutes=15),
+    coverage: float = 0.95,
+    local_tz: str = "Europe/Amsterdam",
+) -> ForecastConfig:
+    """Forecasts reach a refresh interval beyond the horizon, so the blocks that enter it before the
+    next refresh already have one."""
+    blocks = policy.horizon // BLOCK + ceil(refresh_every / BLOCK) + 1
+    return ForecastConfig(horizon_blocks=min(WEEK_BLOCKS, blocks), coverage=coverage, local_tz=local_tz)
 
 
 def build_context(settings: Settings) -> Context:
@@ -55,11 +71,15 @@ def build_context(settings: Settings) -> Context:
     return Context(
         Database(settings.database_url),
         policy=policy,
-        forecast_config=ForecastConfig(
-            horizon_blocks=policy.horizon // BLOCK, coverage=float(settings.forecast_coverage)
+        forecast_config=forecast_config(
+            policy,
+            refresh_every=timedelta(minutes=settings.forecast_interval_min),
+            coverage=float(settings.forecast_coverage),
+            local_tz=settings.forecast_local_tz,
         ),
         history=timedelta(weeks=settings.forecast_history_weeks),
         results_prefix=settings.results_prefix,
+        power_factor=float(settings.load_power_factor),
     )
 
 

@@ -7,6 +7,7 @@ it. One failing cable never stops the others. A failed refresh keeps the last go
 the blocks it covers; later blocks fall back to the historical peak (see `baseload`).
 """
 
+import dataclasses
 import json
 import logging
 import math
@@ -21,7 +22,7 @@ import forecasts
 from service.domain.blocks import BLOCK, block_floor, block_starts
 from service.domain.errors import InvalidInput, NotFound
 from service.domain.model import Cable
-from service.domain.units import ZERO, ceil_grid, floor_grid
+from service.domain.units import ZERO, Unit, ceil_grid, floor_grid
 from service.store import DecisionRecord, Repository
 from service.timeseries import Point, TimeseriesError, TimeseriesStore
 from service.usecases.baseload import Source, base_loads
@@ -32,6 +33,7 @@ from service.usecases.measurements import conversion
 log = logging.getLogger("gridcap.forecasts")
 
 KEEP_PAST = timedelta(days=1)  # forecast rows of blocks older than this are dropped
+DEADBAND_SHARE = Decimal("0.02")  # of the rated limit: smaller drops of a block's base load wait
 USAGE_WRITTEN_BACK = timedelta(days=1)  # reported usage this far back is (re)written for monitoring
 
 
@@ -61,18 +63,35 @@ class History:
 def read_history(
     ctx: Context, store: TimeseriesStore, cables: Sequence[Cable], *, start: datetime, end: datetime
 ) -> History:
-    """Measured load less reported EV usage, per cable and block of [start, end). Raises
-    TimeseriesError when the store cannot be read."""
-    measured = store.read_load([c.id for c in cables], start, end)
+    """Measured load less reported EV usage, per cable and block of [start, end), in each cable's
+    unit. Raises TimeseriesError when the store cannot be read."""
+    layout = store.layout
+    per_phase = [c.id for c in cables if c.unit is Unit.AMPERE]  # an A limit holds on every phase
+    total = [c.id for c in cables if c.unit is not Unit.AMPERE]
+    frames = [store.read_load(per_phase, start, end, highest_phase=True)] if per_phase else []
+    frames += [store.read_load(total, start, end)] if total else []
+    measured = pd.concat(frames, axis=1)
     with ctx.db.read() as session:
         usage = Repository(session).usage_totals([c.id for c in cables], start, end)
     base_load: dict[str, pd.Series] = {}
+    clamped: dict[str, int] = {}
     for cable in cables:
-        ev = pd.Series({s: float(v) for s, v in usage[cable.id].items()}, dtype="float64")
-        in_cable_unit = measured[cable.id] * conversion(store.layout.unit, cable.unit.value, cable)
-        base_load[cable.id] = forecasts.base_load_history(in_cable_unit, ev if len(ev) else None)
+        one_phase = bool(layout.phase_tag) and cable.unit is Unit.AMPERE
+        factor = conversion(layout.unit, cable.unit.value, cable, per_phase=one_phase, power_factor=ctx.power_factor)
+        load = measured[cable.id] * factor
+        ev = pd.Series({s: float(v) for s, v in usage[cable.id].items()}, dtype="float64").reindex(load.index)
+        # Reported usage above what was measured is a reporting error; taking it off would lower
+        # the base load below zero and hand out capacity that is not there.
+        too_much = ev > load.clip(lower=0)
+        clamped[cable.id] = int(too_much.sum())
+        ev = ev.where(~too_much, load.clip(lower=0)).dropna()
+        base_load[cable.id] = forecasts.base_load_history(load, ev if len(ev) else None)
     # Checked after the EV usage is out: a real charging session is no measurement spike.
     cleaned, quality = forecasts.check_histories(pd.DataFrame(base_load, index=measured.index))
+    for cable_id, blocks in clamped.items():
+        if blocks:
+            note = f"{blocks} blocks with more EV usage reported than measured: counted as the measured load"
+            quality[cable_id] = dataclasses.replace(quality[cable_id], issues=(*quality[cable_id].issues, note))
     return History(cleaned, quality)
 
 
@@ -93,8 +112,10 @@ def refresh(
     *,
     cable_ids: Sequence[str] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    stop: Callable[[], bool] = lambda: False,
 ) -> RefreshReport:
-    """Forecast every cable (or those named), store the forecasts, reallocate, write results back."""
+    """Forecast every cable (or those named), store the forecasts, reallocate, write results back.
+    `stop` is asked between cables: a job that lost its lease ends early."""
     now = ctx.clock()
     with ctx.db.read() as session:
         repo = Repository(session)
@@ -105,32 +126,54 @@ def refresh(
     end = block_floor(now)  # the current block is still being measured
     try:
         history = read_history(ctx, store, cables, start=end - ctx.history, end=end)
-    except TimeseriesError as exc:
+        results = forecasts.forecast_many(history.base_load, issued_at=now, config=ctx.forecast_config)
+    except Exception as exc:  # nothing was forecast: every cable keeps what it had, and says why
+        what = "the timeseries store could not be read" if isinstance(exc, TimeseriesError) else "forecasting failed"
+        if not isinstance(exc, TimeseriesError):
+            log.exception("forecasting failed")
         for cable in cables:
-            _failed(ctx, cable.id, now, f"the timeseries store could not be read: {exc}", report)
+            _failed(ctx, cable.id, now, f"{what}: {_short(exc)}", report)
         return report
-    results = forecasts.forecast_many(history.base_load, issued_at=now, config=ctx.forecast_config)
     for done, cable in enumerate(cables, start=1):
-        result = results.get(cable.id)
-        issues = list(history.quality[cable.id].issues)
-        if issues:
-            report.warnings[cable.id] = issues
-        if isinstance(result, forecasts.CableForecast):
-            try:
-                _apply(ctx, cable.id, result, history.quality[cable.id])
-                report.refreshed[cable.id] = result.model
-            except Exception as exc:  # one cable's failure never blocks the others
-                log.exception("storing the forecast of cable %s failed", cable.id)
-                _failed(ctx, cable.id, now, f"storing the forecast failed: {exc}", report)
-        else:
-            _failed(ctx, cable.id, now, str(result or "no forecast was made"), report)
+        if stop():
+            report.warnings.setdefault("*", []).append(f"stopped after {done - 1} of {len(cables)} cables")
+            break
+        if issues := history.quality[cable.id].issues:
+            report.warnings[cable.id] = list(issues)
+        _refresh_one(ctx, cable.id, results.get(cable.id), history.quality[cable.id], report)
         if progress is not None:
             progress(done, len(cables))
     try:
         write_results(ctx, store, [c.id for c in cables], results)
-    except TimeseriesError as exc:
-        report.warnings.setdefault("*", []).append(f"results were not written to the timeseries store: {exc}")
+    except Exception as exc:  # monitoring output never fails the forecasts themselves
+        if not isinstance(exc, TimeseriesError):
+            log.exception("writing the results back failed")
+        report.warnings.setdefault("*", []).append(f"results were not written to the timeseries store: {_short(exc)}")
     return report
+
+
+def _refresh_one(
+    ctx: Context,
+    cable_id: str,
+    result: "forecasts.CableForecast | forecasts.ForecastError | None",
+    quality: forecasts.QualityReport,
+    report: RefreshReport,
+) -> None:
+    if not isinstance(result, forecasts.CableForecast):
+        _failed(ctx, cable_id, report.issued_at, str(result or "no forecast was made"), report)
+        return
+    try:
+        _apply(ctx, cable_id, result, quality)
+        report.refreshed[cable_id] = result.model
+    except Exception as exc:  # one cable's failure never blocks the others
+        log.exception("storing the forecast of cable %s failed", cable_id)
+        _failed(ctx, cable_id, report.issued_at, f"storing the forecast failed: {_short(exc)}", report)
+
+
+def _short(exc: Exception) -> str:
+    """An error for people: its first line, without the SQL or traceback it may carry."""
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else type(exc).__name__
 
 
 def _failed(ctx: Context, cable_id: str, now: datetime, message: str, report: RefreshReport) -> None:
@@ -155,8 +198,13 @@ def _apply(ctx: Context, cable_id: str, result: forecasts.CableForecast, quality
             for start, p50, lower, upper in zip(result.starts, result.p50, result.lower, result.upper, strict=True)
             if math.isfinite(upper)
         }
-        repo.save_forecast(cable_id, result.issued_at, result.model, blocks, keep_since=block_floor(now) - KEEP_PAST)
+        if not repo.save_forecast(
+            cable_id, result.issued_at, result.model, blocks, keep_since=block_floor(now) - KEEP_PAST
+        ):
+            return  # a newer forecast was stored meanwhile (another refresh): it stands
         message = f"{result.model} forecast, band {ctx.forecast_config.coverage:.0%}"
+        # The fallback once no forecast covers a block: never below what this forecast said.
+        peak = max([_up(result.peak), *(upper for _, _, upper in blocks.values())])
         repo.save_forecast_run(
             cable_id,
             attempted_at=now,
@@ -164,7 +212,7 @@ def _apply(ctx: Context, cable_id: str, result: forecasts.CableForecast, quality
             message=message,
             issued_at=result.issued_at,
             model=result.model,
-            peak=_up(result.peak),
+            peak=peak,
             quality=json.dumps(quality.as_dict(), default=str),
         )
         decision = DecisionRecord(
@@ -174,7 +222,7 @@ def _apply(ctx: Context, cable_id: str, result: forecasts.CableForecast, quality
             f"base load of cable {cable_id} from a new {message}",
             cable_id=cable_id,
         )
-        reallocate_cable(repo, ctx, cable, decision)
+        reallocate_cable(repo, ctx, cable, decision, deadband=floor_grid(cable.rated_limit * DEADBAND_SHARE))
 
 
 # --- results for monitoring ---------------------------------------------------------------------
@@ -196,6 +244,8 @@ def write_results(
         if isinstance(result, forecasts.CableForecast):
             issued = result.issued_at.isoformat()
             for start, p50, lower, upper in zip(result.starts, result.p50, result.lower, result.upper, strict=True):
+                if not math.isfinite(p50 + lower + upper):
+                    continue
                 fields: dict[str, float | str] = {
                     "p50": float(p50),
                     "lower": float(lower),
@@ -367,15 +417,30 @@ def metrics(ctx: Context, cable_id: str) -> tuple[datetime, dict[str, object]]:
     return run.metrics_at, json.loads(run.metrics)
 
 
-def backtest_all(ctx: Context, store: TimeseriesStore) -> dict[str, str]:
-    """Backtest every cable (a daily job); returns the failures, cable by cable."""
+def backtest_all(
+    ctx: Context,
+    store: TimeseriesStore,
+    *,
+    older_than: timedelta = timedelta(0),
+    stop: Callable[[], bool] = lambda: False,
+) -> dict[str, str]:
+    """Backtest every cable whose metrics are older than `older_than` (a job); returns the failures,
+    cable by cable. `stop` is asked between cables."""
+    now = ctx.clock()
     with ctx.db.read() as session:
-        cable_ids = [c.id for c in Repository(session).cables()]
+        repo = Repository(session)
+        due = []
+        for cable in repo.cables():
+            run = repo.forecast_run(cable.id)
+            if run is None or run.metrics_at is None or run.metrics_at <= now - older_than:
+                due.append(cable.id)
     failed: dict[str, str] = {}
-    for cable_id in cable_ids:
+    for cable_id in due:
+        if stop():
+            break
         try:
             backtest(ctx, store, cable_id)
         except Exception as exc:  # one cable's failure never blocks the others
             log.debug("backtest of cable %s failed", cable_id, exc_info=True)
-            failed[cable_id] = str(exc) or type(exc).__name__
+            failed[cable_id] = _short(exc)
     return failed

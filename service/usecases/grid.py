@@ -5,6 +5,7 @@ the same transaction, so the new limit and the budgets that respect it are commi
 """
 
 import dataclasses
+from decimal import Decimal
 from typing import Any
 
 from service.domain.allocation import available_capacity, new_block, reallocate, resubscribe
@@ -109,15 +110,23 @@ def remove_override(ctx: Context, cable_id: str, override_id: int, *, actor: str
         reallocate_cable(repo, ctx, repo.cable(cable_id), decision)
 
 
-def reallocate_cable(repo: Repository, ctx: Context, cable: Cable, decision: DecisionRecord) -> None:
+def reallocate_cable(
+    repo: Repository, ctx: Context, cable: Cable, decision: DecisionRecord, *, deadband: Decimal = ZERO
+) -> None:
     """Recompute every block from the current one on from the cable as it is now, and move
     budgets to fit. Every stored block, not just the horizon: a block another writer handed out
-    (or a longer horizon did) must not keep an old limit."""
+    (or a longer horizon did) must not keep an old limit.
+
+    A base load lower than the block's by no more than `deadband` is not taken (a higher one
+    always is): forecasts that wobble would otherwise move and push every budget every refresh."""
     now = decision.at
     horizon = open_book(repo, ctx, cable, now, start=ctx.horizon(now)[0], end=None)
     book = horizon.book
     old_starts = sorted(set(book.blocks) - set(horizon.new_starts))
     loads = ctx.base_loads.base_load(repo, cable, old_starts)
+    for s in old_starts:
+        if ZERO < book.blocks[s].base_load - loads[s] <= deadband:
+            loads[s] = book.blocks[s].base_load
     updated = [new_block(cable, s, loads[s]) for s in old_starts]
     ledger = reallocate(book, updated)
     commit(repo, horizon, decision, ledger, touched=old_starts)

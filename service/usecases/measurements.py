@@ -23,13 +23,18 @@ MAX_ERRORS_SHOWN = 10
 MAX_ABS_VALUE = 1e7  # kW or A: far beyond any low-voltage cable, so surely a unit or typing error
 
 
-def conversion(from_unit: str, to_unit: str, cable: Cable) -> float:
-    """The factor from one of KW and A to the other on this cable: a balanced load at unity
-    power factor, as `service.domain.units` converts."""
+def conversion(
+    from_unit: str, to_unit: str, cable: Cable, *, per_phase: bool = False, power_factor: float = 1.0
+) -> float:
+    """The factor from one of KW and A to the other on this cable, erring on the safe side: kW to A
+    divides by the lowest power factor expected (more current), A to kW assumes unity (more power).
+    A value of one phase (`per_phase`) converts with that phase's voltage; a total as a balanced load."""
     if from_unit == to_unit:
         return 1.0
-    kw_per_amp = cable.phases * float(cable.voltage_v) / 1000
-    return kw_per_amp if from_unit == Unit.AMPERE.value else 1 / kw_per_amp
+    volts = float(cable.voltage_v) * (1 if per_phase else cable.phases)
+    if from_unit == Unit.KILOWATT.value:
+        return 1000 / (volts * power_factor)
+    return volts / 1000
 
 
 def _parse_time(text: str) -> datetime:
@@ -100,7 +105,8 @@ def import_csv(
         cable = Repository(session).cable(cable_id)
     values = parse_csv(file)
     store.ensure_ready()
-    return store.write_load(cable_id, values * conversion(unit, store.layout.unit, cable), phase=phase)
+    factor = conversion(unit, store.layout.unit, cable, per_phase=phase is not None, power_factor=ctx.power_factor)
+    return store.write_load(cable_id, values * factor, phase=phase)
 
 
 def export_csv(
@@ -111,7 +117,7 @@ def export_csv(
         raise InvalidInput(f"--from ({start.isoformat()}) must be before --to ({end.isoformat()})")
     with ctx.db.read() as session:
         cable = Repository(session).cable(cable_id)
-    factor = conversion(store.layout.unit, unit or store.layout.unit, cable)
+    factor = conversion(store.layout.unit, unit or store.layout.unit, cable, power_factor=ctx.power_factor)
     raw = store.read_raw(cable_id, start, end)
     yield "time,value\n"
     for moment, value in raw.items():

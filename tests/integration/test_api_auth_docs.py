@@ -42,6 +42,8 @@ ROUTES: list[tuple[str, str, Any]] = [
     ("PATCH", "cpos/cpo-c", {"name": "renamed"}),
     ("DELETE", "cpos/cpo-c", None),
     ("GET", "cables/c1/capacity", None),
+    ("GET", "cables/c1/forecast", None),
+    ("GET", "cables/c1/forecast/metrics", None),
     ("POST", "cables/c1/requests", {"cpo_id": "cpo-a", "blocks": [{"start": X0, "end": X1, "capacity": 60}]}),
     ("POST", "cables/c1/usage", {"cpo_id": "cpo-a", "blocks": [
         {"start": "2026-11-24T12:00:00Z", "end": "2026-11-24T12:15:00Z", "average_usage": 5}]}),

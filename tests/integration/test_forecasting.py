@@ -24,6 +24,7 @@ from service.usecases.capacity import BlockQuantity
 
 D = Decimal
 WATTS_PER_AMP = 3 * 230  # the test cable: 3 phases at 230 V
+POWER_FACTOR = 0.9  # the lowest expected (the default setting): measured kW count as this much more current
 WEEKS = 4
 
 
@@ -69,7 +70,7 @@ def horizon_loads(ctx: Context, cable_id: str = "c1") -> dict[datetime, D]:
 
 
 def expected_a(start: datetime) -> float:
-    return float(weekly_kw(pd.DatetimeIndex([start]), noise=False)[0]) * 1000 / WATTS_PER_AMP
+    return float(weekly_kw(pd.DatetimeIndex([start]), noise=False)[0]) * 1000 / WATTS_PER_AMP / POWER_FACTOR
 
 
 def test_a_refresh_stores_the_forecast_and_reallocates_with_it(grid_ctx: Context, store: TimeseriesStore) -> None:
@@ -99,6 +100,7 @@ def test_a_refresh_stores_the_forecast_and_reallocates_with_it(grid_ctx: Context
         assert loads[block.start] == block.base_load  # allocation uses the forecast
     assert view.peak is not None
     assert float(view.peak) >= max(expected_a(s) for s in index) * 0.99
+    assert view.peak >= max(b.upper for b in forecast_blocks if b.upper is not None)  # the fallback is no drop
     new = audit.decisions(ctx, limit=10_000)[decisions:]
     assert [d.action for d in new] == ["base_load_forecast"]
     assert {row["cpo_id"] for row in oscp.outbox(ctx)} == {"a", "b"}  # their budgets moved: pushes owed
@@ -108,7 +110,7 @@ def test_reported_ev_usage_is_not_base_load(grid_ctx: Context, store: Timeseries
     ctx = grid_ctx
     index = history(ctx.clock())
     ev_a = np.where((index.hour >= 17) & (index.hour < 22), 60.0, 0.0)  # A, reported by CPO a
-    measured_kw = weekly_kw(index) + ev_a * WATTS_PER_AMP / 1000
+    measured_kw = weekly_kw(index) + ev_a * WATTS_PER_AMP * POWER_FACTOR / 1000
     store.write_load("c1", pd.Series(measured_kw, index=index))
     usage = [
         BlockQuantity(s.to_pydatetime(), s.to_pydatetime() + BLOCK, D(v)) for s, v in zip(index, ev_a, strict=True)
@@ -236,3 +238,104 @@ def test_rest_shows_the_forecast_and_the_last_backtest(grid_ctx: Context, store:
     assert {"model", "mae", "rmae", "pinball", "coverage", "overload_rate", "utilisation", "baselines"} <= set(
         metrics["metrics"]
     )
+
+
+def test_measured_kw_per_phase_give_an_a_cable_its_highest_phase_current(ctx: Context, tmp_path: Path) -> None:
+    """One phase carries most of the load: the limit holds per phase, so that phase's current counts,
+    at the lowest power factor expected (0.9), not the three phases' kW spread evenly."""
+    grid.create_cable(ctx, make_cable("c1"), actor="eng")
+    settings = Settings(timeseries_path=str(tmp_path / "phases.db"), load_phase_tag="phase", load_unit="KW")
+    store = build_timeseries(settings)
+    index = history(ctx.clock())
+    heavy = weekly_kw(index) / 2  # kW on L1
+    store.write_load("c1", pd.Series(heavy, index=index), phase="L1")
+    for phase in ("L2", "L3"):
+        store.write_load("c1", pd.Series(heavy / 10, index=index), phase=phase)
+
+    assert forecasting.refresh(ctx, store).failed == {}
+    store.close()
+
+    for block in forecasting.forecast(ctx, "c1").blocks:
+        if block.p50 is not None:
+            l1_amps = float(weekly_kw(pd.DatetimeIndex([block.start]), noise=False)[0]) / 2 * 1000 / 230 / 0.9
+            assert math.isclose(float(block.p50), l1_amps, rel_tol=0.05)
+
+
+def test_usage_reported_above_the_measured_load_never_makes_base_load_negative(
+    grid_ctx: Context, store: TimeseriesStore
+) -> None:
+    ctx = grid_ctx
+    index = history(ctx.clock())
+    store.write_load("c1", pd.Series(weekly_kw(index), index=index))
+    too_much = [BlockQuantity(s.to_pydatetime(), s.to_pydatetime() + BLOCK, D(500)) for s in index[-96:]]
+    capacity.report_usage(ctx, "c1", "a", too_much, actor="a")  # 500 A: more than the whole cable measured
+
+    report = forecasting.refresh(ctx, store)
+
+    assert report.failed == {}
+    assert any("more EV usage reported than measured" in issue for issue in report.warnings["c1"])
+    view = forecasting.forecast(ctx, "c1")
+    assert all(b.base_load >= 0 for b in view.blocks)
+    assert view.peak is not None
+    assert float(view.peak) >= max(expected_a(s) for s in index) * 0.99  # the clamped day did not lower it
+
+
+def test_a_small_drop_in_the_forecast_moves_no_budget_and_a_large_one_does(
+    grid_ctx: Context, store: TimeseriesStore
+) -> None:
+    ctx = grid_ctx
+    index = history(ctx.clock())
+    store.write_load("c1", pd.Series(weekly_kw(index), index=index))
+    forecasting.refresh(ctx, store)
+    loads = horizon_loads(ctx)
+    ledger = len(audit.ledger(ctx, limit=10_000))
+
+    store.write_load("c1", pd.Series(weekly_kw(index) * 0.995, index=index))  # 0.5 % lower: inside the deadband
+    assert forecasting.refresh(ctx, store).failed == {}
+    assert horizon_loads(ctx) == loads
+    assert len(audit.ledger(ctx, limit=10_000)) == ledger
+
+    store.write_load("c1", pd.Series(weekly_kw(index) * 0.8, index=index))  # 20 % lower: taken
+    assert forecasting.refresh(ctx, store).failed == {}
+    lower = horizon_loads(ctx)
+    assert sum(lower.values()) < sum(loads.values()) * D("0.9")
+    assert len(audit.ledger(ctx, limit=10_000)) > ledger
+
+
+def test_an_older_forecast_never_replaces_a_newer_one(grid_ctx: Context, store: TimeseriesStore, clock: Clock) -> None:
+    ctx = grid_ctx
+    index = history(ctx.clock())
+    store.write_load("c1", pd.Series(weekly_kw(index), index=index))
+    assert forecasting.refresh(ctx, store).failed == {}
+    newer = forecasting.forecast(ctx, "c1")
+
+    clock.advance(timedelta(minutes=-20))  # a slow refresh that started earlier finishes now
+    forecasting.refresh(ctx, store)
+
+    assert forecasting.forecast(ctx, "c1").issued_at == newer.issued_at
+
+
+def test_a_refresh_told_to_stop_leaves_every_cable_as_it_was(grid_ctx: Context, store: TimeseriesStore) -> None:
+    ctx = grid_ctx
+    index = history(ctx.clock())
+    store.write_load("c1", pd.Series(weekly_kw(index), index=index))
+
+    report = forecasting.refresh(ctx, store, stop=lambda: True)
+
+    assert report.refreshed == {}
+    assert report.warnings["*"] == ["stopped after 0 of 1 cables"]
+    assert forecasting.forecast(ctx, "c1").status == "never"
+
+
+def test_blocks_entering_the_horizon_before_the_next_refresh_are_forecast(
+    grid_ctx: Context, store: TimeseriesStore, clock: Clock
+) -> None:
+    ctx = grid_ctx
+    index = history(ctx.clock())
+    store.write_load("c1", pd.Series(weekly_kw(index), index=index))
+    assert forecasting.refresh(ctx, store).failed == {}
+
+    clock.advance(timedelta(minutes=15))
+    capacity.roll_horizon(ctx)
+
+    assert {b.source for b in forecasting.forecast(ctx, "c1").blocks[1:]} == {Source.FORECAST}

@@ -131,17 +131,17 @@ def test_read_load_sends_the_flux_and_parses_the_means(influx2: FakeInflux2) -> 
     assert frame["none"].isna().all()
 
 
-@pytest.mark.parametrize(("unit", "expected"), [("A", [30.0, 7.0]), ("KW", [60.0, 12.0])])
+@pytest.mark.parametrize(("unit", "highest", "expected"), [("A", False, 30.0), ("KW", False, 60.0), ("KW", True, 30.0)])
 def test_phases_are_grouped_by_the_server_and_combined_here(
-    influx2: FakeInflux2, unit: str, expected: list[float]
+    influx2: FakeInflux2, unit: str, highest: bool, expected: float
 ) -> None:
     influx2.answer("/api/v2/query", 200, "load_mean_phases.csv")
     store = open_store(influx2.url, LoadLayout("cable_load", "value", "cable", "phase", unit))
-    frame = store.read_load(["c"], T, T + timedelta(hours=1))
+    frame = store.read_load(["c"], T, T + timedelta(hours=1), highest_phase=highest)
     store.close()
     assert '|> group(columns: ["cable", "phase"])' in influx2.flux()
-    assert frame["c"].tolist()[:2] == expected
-    assert frame["c"].iloc[2:].isna().all()
+    assert frame["c"].iloc[0] == expected
+    assert frame["c"].iloc[1:].isna().all()  # 12:15 has no L3: missing, not low
 
 
 def test_read_raw(influx2: FakeInflux2) -> None:

@@ -124,9 +124,10 @@ def test_nan_values_are_skipped(open_store: OpenStore) -> None:
     assert store.read_raw("a", START, START + timedelta(minutes=4)).tolist() == [1.0, 3.0]
 
 
-@pytest.mark.parametrize(("unit", "expected"), [("A", [30.0, 7.0, 5.0]), ("KW", [60.0, 12.0, 5.0])])
-def test_phases_are_combined_per_block(open_store: OpenStore, unit: str, expected: list[float]) -> None:
-    """A: the highest phase's mean (the limit holds per phase); KW: the sum of the phases' means."""
+@pytest.mark.parametrize(("unit", "highest", "expected"), [("A", False, 30.0), ("KW", False, 60.0), ("KW", True, 30.0)])
+def test_phases_are_combined_per_block(open_store: OpenStore, unit: str, highest: bool, expected: float) -> None:
+    """A (or any unit with highest_phase): the highest phase's mean, as the limit holds per phase;
+    KW: the sum of the phases' means. A block missing a phase is missing: it is not a low block."""
     store = open_store(LoadLayout("cable_load", "value", "cable", "phase", unit))
     # Block 1: L1 mean 10, L2 mean 20, L3 mean 30. Block 2: L1 5, L2 7 (no L3). Block 3: L1 only.
     store.write_load("c", minutes(START, 15, [8.0, 12.0] * 7 + [10.0]), phase="L1")
@@ -134,11 +135,11 @@ def test_phases_are_combined_per_block(open_store: OpenStore, unit: str, expecte
     store.write_load("c", minutes(START, 30, [20.0] * 15 + [7.0] * 15), phase="L2")
     store.write_load("c", minutes(START, 15, [25.0, 35.0] * 7 + [30.0]), phase="L3")
 
-    frame = store.read_load(["c"], START, START + timedelta(minutes=60))
+    frame = store.read_load(["c"], START, START + timedelta(minutes=60), highest_phase=highest)
 
-    assert frame["c"].tolist()[:3] == pytest.approx(expected)
-    assert np.isnan(frame["c"].iloc[3])
-    # Raw: one phase, or all combined per timestamp by the same rule.
+    assert frame["c"].iloc[0] == pytest.approx(expected)
+    assert frame["c"].iloc[1:].isna().all()
+    # Raw: one phase, or all combined per timestamp by the unit's rule.
     assert store.read_raw("c", START, START + timedelta(minutes=2), phase="L2").tolist() == [20.0, 20.0]
     combined = store.read_raw("c", START, START + timedelta(minutes=2))
     assert combined.tolist() == ([25.0, 35.0] if unit == "A" else [53.0, 67.0])  # L1 8|12, L2 20, L3 25|35

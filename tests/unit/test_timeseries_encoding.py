@@ -158,18 +158,25 @@ def test_flux_mean_query_stamps_windows_with_their_start() -> None:
     )
 
 
-def test_the_grid_combines_phases_by_unit() -> None:
+def test_the_grid_combines_phases_by_highest_or_sum_and_a_missing_phase_is_a_gap() -> None:
     start = int(T.timestamp())
-    for unit, expected in (("A", [7.0, 2.0, np.nan]), ("KW", [12.0, 2.0, np.nan])):
-        grid = BlockGrid(start, start + 3 * 900, ["c", "d"], unit)
+    for highest, expected in ((True, [7.0, np.nan, np.nan]), (False, [12.0, np.nan, np.nan])):
+        grid = BlockGrid(start, start + 3 * 900, ["c", "d"], highest=highest)
         grid.add("c", [start, start + 900], [5.0, 2.0])
-        grid.add("c", [start], [7.0])
+        grid.add("c", [start], [7.0])  # the second phase has no value at start + 900: not a low block
         grid.add("c", [start + 900 * 5], [1.0])  # outside: ignored
         grid.add("x", [start], [1.0])  # not asked for: ignored
         frame = grid.frame()
         np.testing.assert_array_equal(frame["c"].to_numpy(), expected)
         assert frame["d"].isna().all()
         assert list(frame.index) == [pd.Timestamp(T + timedelta(minutes=15 * i)) for i in range(3)]
+
+
+def test_a_cable_measured_without_phases_keeps_every_block() -> None:
+    start = int(T.timestamp())
+    grid = BlockGrid(start, start + 2 * 900, ["c"], highest=False)
+    grid.add("c", [start, start + 900], [5.0, 2.0])
+    np.testing.assert_array_equal(grid.frame()["c"].to_numpy(), [5.0, 2.0])
 
 
 def test_layout_checks() -> None:
