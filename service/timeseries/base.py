@@ -274,3 +274,17 @@ def combine_phase_points(times_ns: npt.NDArray[np.int64], values: npt.NDArray[np
     grouped = series.groupby(level=0, sort=True)
     combined = grouped.max() if unit == "A" else grouped.sum()
     return pd.Series(combined.to_numpy(), index=utc_index(np.asarray(combined.index, dtype=np.int64)), dtype="float64")
+
+
+def raw_series(
+    layout: LoadLayout,
+    cable_id: str,
+    phase: str | None,
+    times_ns: npt.NDArray[np.int64],
+    values: npt.NDArray[np.float64],
+) -> pd.Series:
+    """Raw points as read_raw returns them: time-sorted, or all phases combined when none was named."""
+    if layout.phase_tag and phase is None:
+        return combine_phase_points(times_ns, values, layout.unit).rename(cable_id)
+    order = np.argsort(times_ns, kind="stable")
+    return pd.Series(values[order], index=utc_index(times_ns[order]), name=cable_id, dtype="float64")

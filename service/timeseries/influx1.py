@@ -32,12 +32,10 @@ from service.timeseries.base import (
     block_range,
     check_cable_ids,
     check_phase,
-    combine_phase_points,
     from_epoch_ns,
-    load_values,
+    raw_series,
     short_reason,
     time_range,
-    utc_index,
 )
 from service.timeseries.influxql import ident, literal, mean_query, raw_query
 
@@ -296,20 +294,10 @@ class Influx1Store:
             values.append(_floats([row[1] for row in rows]))
         all_times = np.concatenate(times) if times else np.empty(0, dtype=np.int64)
         all_values = np.concatenate(values) if values else np.empty(0, dtype=np.float64)
-        if self.layout.phase_tag and tag is None:
-            return combine_phase_points(all_times, all_values, self.layout.unit).rename(cable_id)
-        order = np.argsort(all_times, kind="stable")
-        return pd.Series(all_values[order], index=utc_index(all_times[order]), name=cable_id, dtype="float64")
+        return raw_series(self.layout, cable_id, tag, all_times, all_values)
 
     def write_load(self, cable_id: str, values: pd.Series, *, phase: str | None = None) -> int:
-        check_cable_ids([cable_id])
-        tags = {self.layout.cable_tag: cable_id}
-        tag = check_phase(self.layout, phase)
-        if tag:
-            tags[self.layout.phase_tag] = tag
-        times_ns, numbers = load_values(values, f"the load of cable {cable_id!r}")
-        head = lp.series_key(self.layout.measurement, tags)
-        lines, precision = lp.load_lines(head, self.layout.field, times_ns, numbers)
+        lines, precision = lp.measured_load_lines(self.layout, cable_id, values, phase)
         self._write(lines, precision)
         return len(lines)
 

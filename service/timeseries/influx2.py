@@ -32,13 +32,11 @@ from service.timeseries.base import (
     block_range,
     check_cable_ids,
     check_phase,
-    combine_phase_points,
     epoch_ns,
     from_epoch_ns,
-    load_values,
+    raw_series,
     short_reason,
     time_range,
-    utc_index,
 )
 from service.timeseries.influx1 import MAX_CABLES_PER_QUERY, ROWS_PER_QUERY, display_url
 
@@ -258,21 +256,10 @@ class Influx2Store:
         ]
         times = np.array([t for t, _ in rows], dtype=np.int64)
         values = np.array([v for _, v in rows], dtype=np.float64)
-        if self.layout.phase_tag and tag is None:
-            return combine_phase_points(times, values, self.layout.unit).rename(cable_id)
-        order = np.argsort(times, kind="stable")
-        return pd.Series(values[order], index=utc_index(times[order]), name=cable_id, dtype="float64")
+        return raw_series(self.layout, cable_id, tag, times, values)
 
     def write_load(self, cable_id: str, values: pd.Series, *, phase: str | None = None) -> int:
-        check_cable_ids([cable_id])
-        tags = {self.layout.cable_tag: cable_id}
-        tag = check_phase(self.layout, phase)
-        if tag:
-            tags[self.layout.phase_tag] = tag
-        times_ns, numbers = load_values(values, f"the load of cable {cable_id!r}")
-        lines, precision = lp.load_lines(
-            lp.series_key(self.layout.measurement, tags), self.layout.field, times_ns, numbers
-        )
+        lines, precision = lp.measured_load_lines(self.layout, cable_id, values, phase)
         self._write(lines, precision)
         return len(lines)
 

@@ -12,8 +12,18 @@ from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 import numpy.typing as npt
+import pandas as pd
 
-from service.timeseries.base import Point, TimeseriesError, epoch_ns, to_utc
+from service.timeseries.base import (
+    LoadLayout,
+    Point,
+    TimeseriesError,
+    check_cable_ids,
+    check_phase,
+    epoch_ns,
+    load_values,
+    to_utc,
+)
 
 BATCH_LINES = 5000  # lines per write request: small enough for any server's body limit, big enough to be fast
 
@@ -105,3 +115,15 @@ def load_lines(
 def batches(lines: Sequence[str], size: int = BATCH_LINES) -> Iterator[str]:
     for offset in range(0, len(lines), size):
         yield "\n".join(lines[offset : offset + size])
+
+
+def measured_load_lines(
+    layout: LoadLayout, cable_id: str, values: pd.Series, phase: str | None
+) -> tuple[list[str], str]:
+    """The lines (and their precision) that write a cable's measured load."""
+    check_cable_ids([cable_id])
+    tags = {layout.cable_tag: cable_id}
+    if tag := check_phase(layout, phase):
+        tags[layout.phase_tag] = tag
+    times_ns, numbers = load_values(values, f"the load of cable {cable_id!r}")
+    return load_lines(series_key(layout.measurement, tags), layout.field, times_ns, numbers)
