@@ -64,6 +64,7 @@ class Settings:
     forecast_history_weeks: int = 8
     forecast_coverage: Decimal = Decimal("0.95")
     forecast_local_tz: str = "Europe/Amsterdam"  # calendar features and the backtest's issue time
+    backtest_issue_time: str = "12:00"  # local: backtests issue each day-ahead forecast then, the day before
     log_level: str = "INFO"
 
     def policy(self) -> Policy:
@@ -169,6 +170,10 @@ def _check(settings: Settings) -> None:
         raise ConfigError(
             f"forecast_local_tz must be an IANA time zone such as Europe/Amsterdam, got {settings.forecast_local_tz!r}"
         ) from None
+    if not re.fullmatch(r"([01]\d|2[0-3]):(00|15|30|45)", settings.backtest_issue_time):
+        raise ConfigError(
+            f"backtest_issue_time must be HH:MM on a quarter hour, e.g. 12:00, got {settings.backtest_issue_time!r}"
+        )
     if settings.backend_needs_url() and not re.fullmatch(r"https?://[^\s/?#]+/?", settings.influx_url):
         raise ConfigError(
             f"influx_url must be an http(s) URL such as http://127.0.0.1:8086, got {settings.influx_url!r}"

@@ -58,11 +58,14 @@ def forecast_config(
     refresh_every: timedelta = timedelta(minutes=15),
     coverage: float = 0.95,
     local_tz: str = "Europe/Amsterdam",
+    issue_time: str = "12:00",
 ) -> ForecastConfig:
     """Forecasts reach a refresh interval beyond the horizon, so the blocks that enter it before the
     next refresh already have one."""
     blocks = policy.horizon // BLOCK + ceil(refresh_every / BLOCK) + 1
-    return ForecastConfig(horizon_blocks=min(WEEK_BLOCKS, blocks), coverage=coverage, local_tz=local_tz)
+    return ForecastConfig(
+        horizon_blocks=min(WEEK_BLOCKS, blocks), coverage=coverage, local_tz=local_tz, issue_time=issue_time
+    )
 
 
 def build_context(settings: Settings) -> Context:
@@ -76,6 +79,7 @@ def build_context(settings: Settings) -> Context:
             refresh_every=timedelta(minutes=settings.forecast_interval_min),
             coverage=float(settings.forecast_coverage),
             local_tz=settings.forecast_local_tz,
+            issue_time=settings.backtest_issue_time,
         ),
         history=timedelta(weeks=settings.forecast_history_weeks),
         results_prefix=settings.results_prefix,

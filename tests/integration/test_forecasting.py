@@ -339,3 +339,23 @@ def test_blocks_entering_the_horizon_before_the_next_refresh_are_forecast(
     capacity.roll_horizon(ctx)
 
     assert {b.source for b in forecasting.forecast(ctx, "c1").blocks[1:]} == {Source.FORECAST}
+
+
+def test_settings_reach_the_forecasts(tmp_path: Path) -> None:
+    from service.usecases import build_context
+
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path / 'x.db'}",
+        backtest_issue_time="06:00",
+        forecast_local_tz="Europe/Berlin",
+        forecast_coverage=D("0.9"),
+        forecast_interval_min=30,
+        horizon_hours=24,
+        load_power_factor=D("0.85"),
+    )
+    ctx = build_context(settings)
+    config = ctx.forecast_config
+    assert (config.issue_time, config.local_tz, config.coverage) == ("06:00", "Europe/Berlin", 0.9)
+    assert config.horizon_blocks == 96 + 2 + 1  # the horizon, a refresh interval, and the block under way
+    assert ctx.power_factor == 0.85
+    ctx.db.dispose()

@@ -225,6 +225,9 @@ def test_public_url(raw: str) -> None:
         ({"GRIDCAP_TIMESERIES_BACKEND": "influx1", "GRIDCAP_INFLUX_URL": "127.0.0.1:8086"}, "influx_url must be"),
         ({"GRIDCAP_FORECAST_INTERVAL_MIN": "0"}, "forecast_interval_min"),
         ({"GRIDCAP_FORECAST_HISTORY_WEEKS": "105"}, "forecast_history_weeks"),
+        ({"GRIDCAP_BACKTEST_ISSUE_TIME": "12:10"}, "backtest_issue_time must be HH:MM on a quarter hour"),
+        ({"GRIDCAP_FORECAST_LOCAL_TZ": "Mars/Olympus"}, "forecast_local_tz must be an IANA time zone"),
+        ({"GRIDCAP_LOAD_POWER_FACTOR": "1.2"}, "load_power_factor must be between 0.5 and 1"),
     ],
 )
 def test_timeseries_and_forecast_settings_are_checked(environ: dict[str, str], needle: str) -> None:
