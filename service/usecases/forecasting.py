@@ -37,7 +37,7 @@ DEADBAND_SHARE = Decimal("0.02")  # of the rated limit: smaller drops of a block
 USAGE_WRITTEN_BACK = timedelta(days=1)  # reported usage this far back is (re)written for monitoring
 
 
-# --- units -------------------------------------------------------------------------------------
+# --- rounding ----------------------------------------------------------------------------------
 
 
 def _up(value: float) -> Decimal:
