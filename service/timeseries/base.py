@@ -235,6 +235,7 @@ class BlockGrid:
 
     def __init__(self, start_s: int, end_s: int, cable_ids: Sequence[str], *, highest: bool) -> None:
         self.start_s = start_s
+        self.end_s = end_s
         self.blocks = (end_s - start_s) // BLOCK_S
         self.cable_ids = list(cable_ids)
         self.columns = {cable_id: i for i, cable_id in enumerate(self.cable_ids)}
@@ -254,6 +255,21 @@ class BlockGrid:
         empty = np.isnan(current)
         self.values[rows, column] = np.where(empty, values, self.combine(np.where(empty, 0.0, current), values))
         self.series[rows, column] += 1
+
+    @classmethod
+    def for_load(
+        cls, layout: LoadLayout, cable_ids: Sequence[str], start: datetime, end: datetime, *, highest_phase: bool
+    ) -> "BlockGrid":
+        """The grid read_load fills: checked cable ids and range; phases combined by the highest for
+        A (or when asked), by the sum for KW."""
+        start_s, end_s = block_range(start, end)
+        return cls(start_s, end_s, check_cable_ids(cable_ids), highest=highest_phase or layout.unit == "A")
+
+    def query_groups(self, layout: LoadLayout, max_cables: int, max_rows: int) -> list[list[str]]:
+        """The cables in groups whose answers stay under `max_rows` rows (phases count thrice)."""
+        rows_per_cable = self.blocks * (3 if layout.phase_tag else 1)
+        size = max(1, min(max_cables, max_rows // max(1, rows_per_cable)))
+        return [self.cable_ids[i : i + size] for i in range(0, len(self.cable_ids), size)]
 
     def frame(self) -> pd.DataFrame:
         phases = self.series.max(axis=0, initial=0)

@@ -25,7 +25,6 @@ from service.timeseries.base import (
     LoadLayout,
     Point,
     TimeseriesError,
-    block_range,
     check_cable_ids,
     check_phase,
     combine_phase_points,
@@ -132,9 +131,8 @@ class EmbeddedStore:
     def read_load(
         self, cable_ids: Sequence[str], start: datetime, end: datetime, *, highest_phase: bool = False
     ) -> pd.DataFrame:
-        cables = check_cable_ids(cable_ids)
-        start_s, end_s = block_range(start, end)
-        grid = BlockGrid(start_s, end_s, cables, highest=highest_phase or self.layout.unit == "A")
+        grid = BlockGrid.for_load(self.layout, cable_ids, start, end, highest_phase=highest_phase)
+        cables, start_s, end_s = grid.cable_ids, grid.start_s, grid.end_s
         with self._connect() as conn:
             for offset in range(0, len(cables), _IN_BATCH):
                 group = cables[offset : offset + _IN_BATCH]

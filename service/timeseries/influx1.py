@@ -22,14 +22,12 @@ import requests
 from service.settings import Settings
 from service.timeseries import lineprotocol as lp
 from service.timeseries.base import (
-    BLOCK_S,
     BlockGrid,
     LoadLayout,
     Point,
     TimeseriesError,
     TimeseriesRejected,
     TimeseriesUnavailable,
-    block_range,
     check_cable_ids,
     check_phase,
     from_epoch_ns,
@@ -264,12 +262,9 @@ class Influx1Store:
     def read_load(
         self, cable_ids: Sequence[str], start: datetime, end: datetime, *, highest_phase: bool = False
     ) -> pd.DataFrame:
-        cables = check_cable_ids(cable_ids)
-        start_s, end_s = block_range(start, end)
-        grid = BlockGrid(start_s, end_s, cables, highest=highest_phase or self.layout.unit == "A")
-        rows_per_cable = ((end_s - start_s) // BLOCK_S) * (3 if self.layout.phase_tag else 1)
-        size = max(1, min(MAX_CABLES_PER_QUERY, ROWS_PER_QUERY // rows_per_cable))
-        groups = [cables[i : i + size] for i in range(0, len(cables), size)]
+        grid = BlockGrid.for_load(self.layout, cable_ids, start, end, highest_phase=highest_phase)
+        start_s, end_s = grid.start_s, grid.end_s
+        groups = grid.query_groups(self.layout, MAX_CABLES_PER_QUERY, ROWS_PER_QUERY)
 
         def fetch(group: list[str]) -> list[tuple[str, npt.NDArray[np.float64]]]:
             statement = mean_query(self.layout, group, start_s, end_s)

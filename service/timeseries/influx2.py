@@ -22,14 +22,12 @@ from influxdb_client.service.ping_service import PingService
 from service.settings import Settings
 from service.timeseries import lineprotocol as lp
 from service.timeseries.base import (
-    BLOCK_S,
     BlockGrid,
     LoadLayout,
     Point,
     TimeseriesError,
     TimeseriesRejected,
     TimeseriesUnavailable,
-    block_range,
     check_cable_ids,
     check_phase,
     epoch_ns,
@@ -225,14 +223,10 @@ class Influx2Store:
     def read_load(
         self, cable_ids: Sequence[str], start: datetime, end: datetime, *, highest_phase: bool = False
     ) -> pd.DataFrame:
-        cables = check_cable_ids(cable_ids)
-        start_s, end_s = block_range(start, end)
-        grid = BlockGrid(start_s, end_s, cables, highest=highest_phase or self.layout.unit == "A")
-        rows_per_cable = ((end_s - start_s) // BLOCK_S) * (3 if self.layout.phase_tag else 1)
-        size = max(1, min(MAX_CABLES_PER_QUERY, ROWS_PER_QUERY // rows_per_cable))
+        grid = BlockGrid.for_load(self.layout, cable_ids, start, end, highest_phase=highest_phase)
         cable_tag, phase_tag = self.layout.cable_tag, self.layout.phase_tag
-        for offset in range(0, len(cables), size):
-            flux = mean_flux(self.bucket, self.layout, cables[offset : offset + size], start_s, end_s)
+        for group in grid.query_groups(self.layout, MAX_CABLES_PER_QUERY, ROWS_PER_QUERY):
+            flux = mean_flux(self.bucket, self.layout, group, grid.start_s, grid.end_s)
             series: dict[tuple[str, str], tuple[list[int], list[float]]] = {}
             for row in self._records(flux):
                 if row.get("_value") is None:
