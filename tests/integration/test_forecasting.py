@@ -65,6 +65,13 @@ def grid_ctx(ctx: Context) -> Context:
     return ctx
 
 
+def write_history(store: TimeseriesStore, ctx: Context, cable_id: str = "c1") -> pd.DatetimeIndex:
+    """The weeks of measured load each test forecasts from, written to `store`; returns their blocks."""
+    index = history(ctx.clock())
+    store.write_load(cable_id, pd.Series(weekly_kw(index), index=index))
+    return index
+
+
 def horizon_loads(ctx: Context, cable_id: str = "c1") -> dict[datetime, D]:
     return {b.start: b.base_load for b in capacity.capacity(ctx, cable_id).blocks}
 
@@ -128,8 +135,7 @@ def test_a_dead_store_keeps_the_last_forecast_then_falls_back_to_the_peak(
     grid_ctx: Context, store: TimeseriesStore, clock: Clock
 ) -> None:
     ctx = grid_ctx
-    index = history(ctx.clock())
-    store.write_load("c1", pd.Series(weekly_kw(index), index=index))
+    write_history(store, ctx)
     assert forecasting.refresh(ctx, store).failed == {}
     good = forecasting.forecast(ctx, "c1")
     dead = build_timeseries(Settings(timeseries_backend="influx1", influx_url="http://127.0.0.1:9", influx_timeout_s=2))
@@ -163,8 +169,7 @@ def test_a_cable_without_measurements_fails_alone_and_keeps_its_static_base_load
 ) -> None:
     ctx = grid_ctx
     grid.create_cable(ctx, make_cable("c2"), actor="eng")
-    index = history(ctx.clock())
-    store.write_load("c1", pd.Series(weekly_kw(index), index=index))
+    write_history(store, ctx)
 
     report = forecasting.refresh(ctx, store)
 
@@ -190,8 +195,7 @@ def test_a_refresh_from_a_real_influxdb_writes_its_results_back(
     ctx = grid_ctx
     settings = Settings(timeseries_backend="influx1", influx_url=influx_url, influx_database=influx_database)
     store = build_timeseries(settings)
-    index = history(ctx.clock())
-    store.write_load("c1", pd.Series(weekly_kw(index), index=index))
+    write_history(store, ctx)
 
     report = forecasting.refresh(ctx, store)
     store.close()
@@ -222,8 +226,7 @@ def test_rest_shows_the_forecast_and_the_last_backtest(grid_ctx: Context, store:
     assert_error(client.call("GET", "cables/nope/forecast"), 404, "nope")
     assert client.call("GET", "cables/c1/forecast", token=None).status_code == 401
 
-    index = history(ctx.clock())
-    store.write_load("c1", pd.Series(weekly_kw(index), index=index))
+    write_history(store, ctx)
     forecasting.refresh(ctx, store)
     forecasting.backtest(ctx, store, "c1", start=block_floor(ctx.clock()) - timedelta(days=7))
 
@@ -265,8 +268,7 @@ def test_usage_reported_above_the_measured_load_never_makes_base_load_negative(
     grid_ctx: Context, store: TimeseriesStore
 ) -> None:
     ctx = grid_ctx
-    index = history(ctx.clock())
-    store.write_load("c1", pd.Series(weekly_kw(index), index=index))
+    index = write_history(store, ctx)
     too_much = [BlockQuantity(s.to_pydatetime(), s.to_pydatetime() + BLOCK, D(500)) for s in index[-96:]]
     capacity.report_usage(ctx, "c1", "a", too_much, actor="a")  # 500 A: more than the whole cable measured
 
@@ -284,8 +286,7 @@ def test_a_small_drop_in_the_forecast_moves_no_budget_and_a_large_one_does(
     grid_ctx: Context, store: TimeseriesStore
 ) -> None:
     ctx = grid_ctx
-    index = history(ctx.clock())
-    store.write_load("c1", pd.Series(weekly_kw(index), index=index))
+    index = write_history(store, ctx)
     forecasting.refresh(ctx, store)
     loads = horizon_loads(ctx)
     ledger = len(audit.ledger(ctx, limit=10_000))
@@ -304,8 +305,7 @@ def test_a_small_drop_in_the_forecast_moves_no_budget_and_a_large_one_does(
 
 def test_an_older_forecast_never_replaces_a_newer_one(grid_ctx: Context, store: TimeseriesStore, clock: Clock) -> None:
     ctx = grid_ctx
-    index = history(ctx.clock())
-    store.write_load("c1", pd.Series(weekly_kw(index), index=index))
+    write_history(store, ctx)
     assert forecasting.refresh(ctx, store).failed == {}
     newer = forecasting.forecast(ctx, "c1")
 
@@ -317,8 +317,7 @@ def test_an_older_forecast_never_replaces_a_newer_one(grid_ctx: Context, store: 
 
 def test_a_refresh_told_to_stop_leaves_every_cable_as_it_was(grid_ctx: Context, store: TimeseriesStore) -> None:
     ctx = grid_ctx
-    index = history(ctx.clock())
-    store.write_load("c1", pd.Series(weekly_kw(index), index=index))
+    write_history(store, ctx)
 
     report = forecasting.refresh(ctx, store, stop=lambda: True)
 
@@ -331,8 +330,7 @@ def test_blocks_entering_the_horizon_before_the_next_refresh_are_forecast(
     grid_ctx: Context, store: TimeseriesStore, clock: Clock
 ) -> None:
     ctx = grid_ctx
-    index = history(ctx.clock())
-    store.write_load("c1", pd.Series(weekly_kw(index), index=index))
+    write_history(store, ctx)
     assert forecasting.refresh(ctx, store).failed == {}
 
     clock.advance(timedelta(minutes=15))

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import requests
-from conftest import InfluxAuthServer, free_port, influx_query
+from conftest import InfluxAuthServer, influx_query
 
 from service.timeseries import LoadLayout, TimeseriesError, TimeseriesRejected, TimeseriesUnavailable
 from service.timeseries import influx1 as influx1_module
@@ -201,25 +201,6 @@ def test_a_user_without_privileges_is_told_what_to_ask_for(influx_auth_server: I
 
 
 # --- a server that is down, slow or failing ------------------------------------------------------
-
-
-def test_a_dead_server_is_unavailable_at_once() -> None:
-    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there any more
-    store = Influx1Store(url, "gridcap", layout=KW, username="u", password="pw")  # noqa: S106
-    for action in (
-        store.ping,
-        store.ensure_ready,
-        lambda: store.read_load(["a"], START, START + timedelta(hours=1)),
-        lambda: store.write_load("a", pd.Series([1.0], index=pd.DatetimeIndex([START]))),
-    ):
-        started = time.monotonic()
-        with pytest.raises(TimeseriesUnavailable) as caught:
-            action()
-        assert time.monotonic() - started < 2
-        assert str(caught.value) == (
-            f"InfluxDB at {url} did not answer (connection refused); check influx_url and that influxd runs"
-        )
-    store.close()
 
 
 def test_a_server_that_never_answers_times_out() -> None:

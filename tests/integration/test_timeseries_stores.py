@@ -5,6 +5,7 @@ The 15-minute means are checked against pandas' own resample of the same raw poi
 aggregation (InfluxQL GROUP BY time(15m) / SQL GROUP BY) is compared with an independent computation.
 """
 
+import time as time_module
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
@@ -13,8 +14,17 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import free_port
 
-from service.timeseries import LoadLayout, Point, TimeseriesError, TimeseriesStore
+from service.settings import Settings
+from service.timeseries import (
+    LoadLayout,
+    Point,
+    TimeseriesError,
+    TimeseriesStore,
+    TimeseriesUnavailable,
+    build_timeseries,
+)
 from service.timeseries import embedded as embedded_module
 from service.timeseries import influx1 as influx1_module
 from service.timeseries.embedded import EmbeddedStore
@@ -259,3 +269,31 @@ def test_ensure_ready_twice_and_ping(open_store: OpenStore) -> None:
     store = open_store()
     store.ensure_ready()
     store.ping()
+
+
+@pytest.mark.parametrize("backend", ["influx1", "influx2"])
+def test_a_dead_influxdb_is_unavailable_at_once(backend: str) -> None:
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there any more
+    settings = Settings(
+        timeseries_backend=backend,
+        influx_url=url,
+        influx_username="u",
+        influx_password="pw",  # noqa: S106
+        influx_token="t0ken",  # noqa: S106
+        influx_org="dso",
+    )
+    store = build_timeseries(settings)
+    for action in (
+        store.ping,
+        store.ensure_ready,
+        lambda: store.read_load(["a"], START, START + timedelta(hours=1)),
+        lambda: store.write_load("a", pd.Series([1.0], index=pd.DatetimeIndex([START]))),
+    ):
+        started = time_module.monotonic()
+        with pytest.raises(TimeseriesUnavailable) as caught:
+            action()
+        assert time_module.monotonic() - started < 2
+        assert str(caught.value) == (
+            f"InfluxDB at {url} did not answer (connection refused); check influx_url and that influxd runs"
+        )
+    store.close()
