@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from flask import Flask
 
 from service.api import register_api
-from service.oscp.v1.gateway import DsoGateway, GatewaySettings, register_oscp
+from service.oscp.v1.gateway import GatewaySettings, OscpGateway, dso_role, register_oscp
 from service.oscp.v1.recorder import Recorder
 from service.settings import Settings
 from service.usecases import Context, build_context
@@ -18,7 +18,7 @@ class Wiring:
 
     ctx: Context
     recorder: Recorder
-    gateway: DsoGateway
+    gateway: OscpGateway
 
     def close(self) -> None:
         self.recorder.close()
@@ -30,8 +30,10 @@ def create_app(settings: Settings, ctx: Context | None = None) -> Flask:
     app = Flask("gridcap")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     recorder = Recorder(ctx)
-    gateway = DsoGateway(
-        ctx, GatewaySettings(settings.max_body_bytes, settings.oscp_rate_per_minute, settings.public_url), recorder
+    gateway = OscpGateway(
+        dso_role(ctx),
+        GatewaySettings(settings.max_body_bytes, settings.oscp_rate_per_minute, settings.public_url),
+        recorder,
     )
     register_api(
         app,

@@ -519,7 +519,7 @@ CREDENTIALS = {
     "wrong-password": (basic("user-a", WRONG), "", ["wrong password"]),
     "unknown-user": (basic(user="mallory"), "", ["unknown username"]),
     "usernametoken-wrong-password": ({}, token("user-a", WRONG), ["wrong password"]),
-    "basic-and-usernametoken-name-different-cpos": (basic("user-a"), token("user-b"), ["different CPOs"]),
+    "basic-and-usernametoken-name-different-cpos": (basic("user-a"), token("user-b"), ["name different callers"]),
     "basic-wrong-usernametoken-right": (basic("user-a", WRONG), token(), ["wrong password"]),
 }
 

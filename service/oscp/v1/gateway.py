@@ -1,18 +1,20 @@
-"""The DSO's OSCP 1.0 endpoints (Flask): SOAP 1.1/1.2 at /oscp/1.0/soap, JSON at /oscp/1.0/json/<Op>.
+"""OSCP 1.0 endpoints (Flask): SOAP 1.1/1.2 at /oscp/1.0/soap, JSON at /oscp/1.0/json/<Op>.
 
-Every request: body size, decode and validate (codec), credentials (HTTP Basic or a WS-Security
-UsernameToken), the CPO's rate limit, the handler, encode. Every outcome is recorded and
-counted; every failure is the contract's fault or JSON error, never a stack trace.
+One gateway serves either side: the DSO (to its CPOs) or a CPO adapter (to its DSO); a `Role` says
+which operations, handlers and credentials. Every request: body size, decode and validate (codec),
+credentials (HTTP Basic or a WS-Security UsernameToken), the caller's rate limit, the handler, encode.
+Every outcome is recorded and counted; every failure is the contract's fault or JSON error, never a
+stack trace.
 """
 
 import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from flask import Blueprint, Flask, Response, request
 from werkzeug.exceptions import RequestEntityTooLarge
@@ -22,7 +24,6 @@ from service.oscp.v1 import messages as m
 from service.oscp.v1.guard import CredentialCache, RateLimited, RateLimiter
 from service.oscp.v1.handlers import DSO_HANDLERS, fault_of
 from service.oscp.v1.json import JsonCodec
-from service.oscp.v1.recorder import Recorder
 from service.oscp.v1.soap import SoapCodec, SoapFault, SoapVersion
 from service.usecases import Context
 from service.usecases import cpos as cpo_cases
@@ -33,7 +34,52 @@ log = logging.getLogger("gridcap.oscp")
 WSDL_DIR = Path(__file__).resolve().parents[3] / "wsdl"
 PREFIX = "/oscp/1.0"
 _REALM = 'Basic realm="gridcap OSCP", charset="UTF-8"'
-FAILED_LOGINS_PER_MINUTE = 20  # each costs a password hash; a CPO that mistyped is not locked out long
+FAILED_LOGINS_PER_MINUTE = 20  # each costs a password hash; a caller that mistyped is not locked out long
+
+
+class MessageRecorder(Protocol):
+    def record(
+        self,
+        *,
+        direction: str,
+        cpo_id: str | None,
+        binding: str,
+        operation: str,
+        outcome: str,
+        http_status: int | None,
+        started: float,
+        detail: str | None = None,
+    ) -> None: ...
+
+
+@dataclass(frozen=True)
+class Role:
+    """What one side serves. `handle(caller, request)` returns the response or raises GridcapError or
+    OscpFault; `authenticate(username, password)` returns the caller's id or raises NotAuthorized;
+    `seen(caller)` notes that the caller is alive, at most a few times per `seen_every_s`."""
+
+    side: str  # "DSO" or "CPO", as named in texts to the caller
+    wsdl: Path
+    operations: Mapping[str, m.Operation]
+    handle: Callable[[str, Any], Any]
+    authenticate: Callable[[str, str], str]
+    seen: Callable[[str], None]
+    seen_every_s: float
+
+
+def dso_role(ctx: Context) -> Role:
+    def handle(cpo_id: str, message: Any) -> Any:
+        return DSO_HANDLERS[type(message)](ctx, cpo_id, message)
+
+    return Role(
+        side="DSO",
+        wsdl=WSDL_DIR / "oscp-1.0-dso.wsdl",
+        operations=m.DSO_OPERATIONS,
+        handle=handle,
+        authenticate=lambda username, password: cpo_cases.authenticate(ctx, username, password),
+        seen=lambda cpo_id: uc.seen(ctx, cpo_id),
+        seen_every_s=ctx.policy.heartbeat_interval.total_seconds() / 4,
+    )
 
 
 @dataclass(frozen=True)
@@ -49,7 +95,7 @@ class _Exchange:
 
     binding: str
     operation: str = "unknown"
-    cpo_id: str | None = None
+    caller: str | None = None
     started: float = field(default_factory=time.perf_counter)
 
 
@@ -63,14 +109,14 @@ class _Outcome(Exception):
         self.headers = headers or {}
 
 
-class DsoGateway:
-    def __init__(self, ctx: Context, settings: GatewaySettings, recorder: Recorder) -> None:
-        self.ctx = ctx
+class OscpGateway:
+    def __init__(self, role: Role, settings: GatewaySettings, recorder: MessageRecorder) -> None:
+        self.role = role
         self.settings = settings
         self.recorder = recorder
-        self.soap = SoapCodec(WSDL_DIR / "oscp-1.0-dso.wsdl", m.DSO_OPERATIONS, max_body_bytes=settings.max_body_bytes)
-        self.json = JsonCodec(m.DSO_OPERATIONS)
-        self.credentials = CredentialCache(lambda u, p: cpo_cases.authenticate(ctx, u, p))
+        self.soap = SoapCodec(role.wsdl, role.operations, max_body_bytes=settings.max_body_bytes)
+        self.json = JsonCodec(role.operations)
+        self.credentials = CredentialCache(role.authenticate)
         self.limiter = RateLimiter(settings.rate_per_minute)
         self.failed_logins = RateLimiter(FAILED_LOGINS_PER_MINUTE)  # per client address
         self._seen_lock = threading.Lock()
@@ -98,7 +144,7 @@ class DsoGateway:
         return data
 
     def _authenticate(self, token: tuple[str | None, str | None] = (None, None), *, count: bool = True) -> str:
-        """The CPO the credentials belong to: HTTP Basic, a UsernameToken, or both naming one CPO.
+        """The caller the credentials belong to: HTTP Basic, a UsernameToken, or both naming one CPO.
         `count` False: the request was counted against the rate limit already (Basic, checked first)."""
         pairs = []
         auth = request.authorization
@@ -117,22 +163,22 @@ class DsoGateway:
             )
         self._limited(self.failed_logins.check, self._address())  # a client that keeps failing is not checked
         try:
-            cpo_ids = {self.credentials.cpo_of(user, password) for user, password in pairs}
+            callers = {self.credentials.cpo_of(user, password) for user, password in pairs}
         except NotAuthorized:
             self._throttle_failures()
             raise _Outcome(
                 m.OscpFault(m.FaultCode.NOT_AUTHORIZED, "unknown username or wrong password"),
                 headers={"WWW-Authenticate": _REALM},
             ) from None
-        if len(cpo_ids) != 1:
+        if len(callers) != 1:
             raise _Outcome(
-                m.OscpFault(m.FaultCode.NOT_AUTHORIZED, "HTTP Basic and the UsernameToken name different CPOs")
+                m.OscpFault(m.FaultCode.NOT_AUTHORIZED, "HTTP Basic and the UsernameToken name different callers")
             )
-        cpo_id = cpo_ids.pop()
+        caller = callers.pop()
         if count:
-            self._take(cpo_id)
-            self._seen(cpo_id)
-        return cpo_id
+            self._take(caller)
+            self._seen(caller)
+        return caller
 
     def _throttle_failures(self) -> None:
         """Failed logins count against the client's address: guessing passwords is rate limited too."""
@@ -156,31 +202,30 @@ class DsoGateway:
                 headers={"Retry-After": str(exc.retry_after_s)},
             ) from None
 
-    def _seen(self, cpo_id: str) -> None:
-        """Note that the CPO is alive, at most a few times per heartbeat interval (it is a write)."""
+    def _seen(self, caller: str) -> None:
+        """Note that the caller is alive, at most a few times per heartbeat interval (it is a write)."""
         now = time.monotonic()
-        every = self.ctx.policy.heartbeat_interval.total_seconds() / 4
+        every = self.role.seen_every_s
         with self._seen_lock:
-            if now - self._seen_at.get(cpo_id, -every) < every:
+            if now - self._seen_at.get(caller, -every) < every:
                 return
-            self._seen_at[cpo_id] = now
-        uc.seen(self.ctx, cpo_id)
+            self._seen_at[caller] = now
+        self.role.seen(caller)
 
-    def _handle(self, cpo_id: str, message: Any) -> Any:
-        handler = DSO_HANDLERS[type(message)]
+    def _handle(self, caller: str, message: Any) -> Any:
         try:
-            return handler(self.ctx, cpo_id, message)
+            return self.role.handle(caller, message)
         except GridcapError as exc:
             if exc.code == "InternalError":  # an invariant held: a bug, worth its traceback in the log
-                log.exception("OSCP %s by %s failed", type(message).__name__, cpo_id)
-            raise _Outcome(fault_of(exc)) from None
+                log.exception("OSCP %s by %s failed", type(message).__name__, caller)
+            raise _Outcome(fault_of(exc, self.role.side)) from None
         except m.OscpFault as exc:
             raise _Outcome(exc) from None
 
     def _record(self, ex: "_Exchange", outcome: str, status: int, detail: str | None = None) -> None:
         self.recorder.record(
             direction="in",
-            cpo_id=ex.cpo_id,
+            cpo_id=ex.caller,
             binding=ex.binding,
             operation=ex.operation,
             outcome=outcome,
@@ -202,19 +247,20 @@ class DsoGateway:
             return self._soap_fault(ex, fault)
         except Exception:
             log.exception("OSCP SOAP %s failed", ex.operation)
-            return self._soap_fault(ex, SoapFault(version, m.FaultCode.INTERNAL_ERROR, _INTERNAL, sender=False))
+            internal = SoapFault(version, m.FaultCode.INTERNAL_ERROR, self._internal, sender=False)
+            return self._soap_fault(ex, internal)
         self._record(ex, "ok", 200)
         return Response(body, 200, content_type=content_type)
 
     def _soap_exchange(self, ex: "_Exchange") -> tuple[bytes, str]:
         auth = request.authorization
         if auth is not None and auth.type == "basic":  # check Basic before parsing anything
-            ex.cpo_id = self._authenticate()
+            ex.caller = self._authenticate()
         call = self.soap.decode_request(self._body(), request.content_type, request.headers.get("SOAPAction"))
         ex.operation = call.operation.name
-        if ex.cpo_id is None or call.username is not None:
-            ex.cpo_id = self._authenticate((call.username, call.password), count=ex.cpo_id is None)
-        reply = self._handle(ex.cpo_id, call.message)
+        if ex.caller is None or call.username is not None:
+            ex.caller = self._authenticate((call.username, call.password), count=ex.caller is None)
+        reply = self._handle(ex.caller, call.message)
         return self.soap.encode_response(call.version, call.operation, reply), call.version.content_type
 
     def _soap_fault(
@@ -233,7 +279,7 @@ class DsoGateway:
         if "xsd" in request.args:
             return self.xsd()
         return Response(
-            "This is the OSCP 1.0 SOAP endpoint of the DSO: POST SOAP 1.1 (text/xml) or SOAP 1.2 "
+            f"This is the OSCP 1.0 SOAP endpoint of the {self.role.side}: POST SOAP 1.1 (text/xml) or SOAP 1.2 "
             f"(application/soap+xml) envelopes here. The contract: {PREFIX}/soap?wsdl\n",
             200,
             content_type="text/plain; charset=utf-8",
@@ -254,12 +300,12 @@ class DsoGateway:
             return self._json_error(ex, fault)
         except Exception:
             log.exception("OSCP JSON %s failed", ex.operation)
-            return self._json_error(ex, m.OscpFault(m.FaultCode.INTERNAL_ERROR, _INTERNAL))
+            return self._json_error(ex, m.OscpFault(m.FaultCode.INTERNAL_ERROR, self._internal))
         self._record(ex, "ok", 200)
         return Response(body, 200, content_type="application/json")
 
     def _json_exchange(self, ex: "_Exchange", operation_name: str) -> bytes:
-        ex.cpo_id = self._authenticate()
+        ex.caller = self._authenticate()
         operation = self.json.operation(operation_name)
         ex.operation = operation.name
         if request.mimetype != "application/json":
@@ -272,7 +318,7 @@ class DsoGateway:
                 status=415,
             )
         message = self.json.decode_request(operation, self._body())
-        return self.json.encode_response(self._handle(ex.cpo_id, message))
+        return self.json.encode_response(self._handle(ex.caller, message))
 
     def _json_error(
         self, ex: "_Exchange", fault: m.OscpFault, status: int | None = None, headers: dict[str, str] | None = None
@@ -282,18 +328,19 @@ class DsoGateway:
         self._record(ex, fault.code.value, status, fault.message)
         return Response(body, status, content_type="application/json", headers=headers)
 
+    @property
+    def _internal(self) -> str:
+        return f"the {self.role.side} could not process the request; it has been logged, retry later"
+
     def json_schema(self) -> Response:
         return Response(_dumps(self.json.schema_document()), 200, content_type="application/schema+json; charset=utf-8")
-
-
-_INTERNAL = "the DSO could not process the request; it has been logged, retry later"
 
 
 def _dumps(document: dict[str, Any]) -> str:
     return json.dumps(document, indent=2, ensure_ascii=False)
 
 
-def register_oscp(app: Flask, gateway: DsoGateway) -> None:
+def register_oscp(app: Flask, gateway: OscpGateway) -> None:
     blueprint = Blueprint("oscp_v1", __name__, url_prefix=PREFIX)
     routes: list[tuple[str, Callable[..., Response], list[str]]] = [
         ("/soap", gateway.soap_post, ["POST"]),

@@ -112,8 +112,8 @@ _FAULTS: list[tuple[type[GridcapError], m.FaultCode]] = [
 ]
 
 
-def fault_of(error: GridcapError) -> m.OscpFault:
+def fault_of(error: GridcapError, side: str = "DSO") -> m.OscpFault:
     for kind, code in _FAULTS:
         if isinstance(error, kind):
             return m.OscpFault(code, error.message)
-    return m.OscpFault(m.FaultCode.INTERNAL_ERROR, "the DSO could not process the request; retry later")
+    return m.OscpFault(m.FaultCode.INTERNAL_ERROR, f"the {side} could not process the request; retry later")
