@@ -23,10 +23,15 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## Create .venv and install gridcap with dev extras
 
-run: install ## Initialise the demo database in var/ and serve (port: GRIDCAP_PORT, default 8080)
+run: install ## Demo: the DSO service (8080), a CPO adapter (8081, OCPP 9000) and simulated charge points
 	mkdir -p var
 	$(BIN)/gridcap init-db --demo
-	exec $(BIN)/gridcap serve --with-scheduler
+	@# three processes: Ctrl-C (or SIGTERM to the group) stops each once; when one ends, the others are stopped
+	pids=; trap wait INT TERM; \
+	$(BIN)/gridcap serve --with-scheduler & pids="$$pids $$!"; \
+	$(BIN)/gridcap cpo serve --demo & pids="$$pids $$!"; \
+	$(BIN)/gridcap simulate --demo --mean-idle-s 60 --mean-stay-s 1800 --meter-interval-s 30 & pids="$$pids $$!"; \
+	wait -n; kill $$pids 2>/dev/null; wait
 
 test: install ## Run the test suite against real servers started for the run
 	$(WITH_SERVERS) $(BIN)/python -m pytest $(PYTEST_ARGS)

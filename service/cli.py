@@ -35,6 +35,7 @@ from service.settings import ConfigError, Settings, load_settings, read_token_fi
 from service.usecases import Context, audit, build_context, capacity, cpos, forecasting, grid, measurements
 
 if TYPE_CHECKING:
+    from service.cpo.app import ConfiguredPoint
     from service.jobs.scheduler import Jobs
     from service.oscp.v1.recorder import Recorder
     from service.timeseries import TimeseriesStore
@@ -266,6 +267,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     token = settings.resolved_admin_token()  # refuse early: no token, no server
     with _opened(settings):  # refuse a database init-db has not prepared
         pass
+    local_adapter = None if settings.admin_token else _demo_adapter(settings)
+    if local_adapter is not None and not settings.oscp_password:  # the local demo: pushes reach its adapter
+        settings = dataclasses.replace(settings, oscp_password=str(local_adapter["dso_password"]))
 
     import waitress
 
@@ -387,7 +391,8 @@ def cmd_init_db(args: argparse.Namespace) -> int:
         print(write_token())
         if not args.demo:
             return 0
-        seeded = demo.seed_demo(ctx, actor=_actor())
+        adapter_url = f"http://127.0.0.1:{settings.cpo_port}/oscp/1.0/soap"  # `gridcap cpo serve --demo`
+        seeded = demo.seed_demo(ctx, actor=_actor(), adapter_url=adapter_url)
         if seeded is None:
             count = len(grid.list_cables(ctx))
             print(f"demo grid: not seeded, the database already has {count} cable(s); nothing changed")
@@ -404,6 +409,171 @@ def cmd_init_db(args: argparse.Namespace) -> int:
             f"  maintenance override {o.id} on demo-molenweg: {_num(o.limit)} A from {_when(o.start)} to {_when(o.end)}"
         )
         print(f"  demo CPO credentials: {creds_file} (mode 0600); `gridcap serve` prints them")
+    return 0
+
+
+# --- the CPO adapter and simulated charge points ---------------------------------------------------
+
+
+def _demo_adapter(settings: Settings) -> dict[str, Any] | None:
+    return demo.read_adapter(
+        demo.credentials_path(settings.database_url, settings.admin_token_file), settings.database_url
+    )
+
+
+def _demo_adapter_or_fail(settings: Settings) -> dict[str, Any]:
+    found = _demo_adapter(settings)
+    if found is None:
+        raise UsageError("--demo needs the demo grid: run `gridcap init-db --demo` first (as `make run` does)")
+    return found
+
+
+def _demo_points(found: dict[str, Any]) -> list["ConfiguredPoint"]:
+    from service.cpo.app import ConfiguredPoint
+    from service.cpo.profiles import ChargePoint
+
+    return [
+        ConfiguredPoint(
+            ChargePoint(
+                id=str(cp["id"]),
+                cable_id=str(cp["cable_id"]),
+                max_current_a=Decimal(str(cp["max_current_a"])),
+                phases=int(cp["phases"]),
+                connectors=int(cp["connectors"]),
+            ),
+            username=str(cp["id"]),
+            password=str(cp["password"]),
+        )
+        for cp in found["charge_points"]
+    ]
+
+
+def cmd_cpo_serve(args: argparse.Namespace) -> int:
+    import waitress
+
+    from service.cpo.app import build_adapter_service
+
+    settings = load_settings()
+    overrides = {k: v for k, v in (("host", args.host), ("cpo_port", args.port)) if v is not None}
+    settings = dataclasses.replace(settings, **overrides)
+    token = settings.resolved_admin_token()
+    extra: list[ConfiguredPoint] = []
+    if args.demo:
+        found = _demo_adapter_or_fail(settings)
+        folder = demo.credentials_path(settings.database_url, settings.admin_token_file).parent
+        local: dict[str, Any] = {
+            "cpo_dso_url": settings.cpo_dso_url or f"http://127.0.0.1:{settings.port}",
+            "cpo_username": settings.cpo_username or str(found["username"]),
+            "cpo_password": settings.cpo_password or str(found["password"]),
+            "cpo_dso_password": settings.cpo_dso_password or str(found["dso_password"]),
+        }
+        if settings.cpo_database_url == Settings.cpo_database_url:  # the default: next to the demo grid
+            local["cpo_database_url"] = f"sqlite:///{folder / 'cpo.db'}"
+        settings = dataclasses.replace(settings, **local)
+        extra = _demo_points(found)
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    service = build_adapter_service(settings, admin_token=token, extra_points=extra)
+    try:
+        server = waitress.create_server(service.app, host=settings.host, port=settings.cpo_port, threads=4)
+    except OSError as exc:
+        service.close()
+        raise UsageError(
+            f"cannot listen on {settings.host}:{settings.cpo_port} ({exc.strerror or exc}); "
+            "pick another port with --port or GRIDCAP_CPO_PORT"
+        ) from None
+    try:
+        ocpp_port = service.start()
+    except ConfigError:
+        server.close()
+        raise
+    base = f"http://{_display_host(settings.host)}:{settings.cpo_port}"
+    print(
+        f"gridcap CPO adapter is serving on {base} (database {make_url(settings.cpo_database_url).render_as_string()})"
+    )
+    _fields(
+        [
+            ("  REST API", f"{base}/api/v1/cpo (Swagger UI: {base}/api/v1/cpo/docs)"),
+            ("  OSCP SOAP", f"{base}/oscp/1.0/soap (WSDL: {base}/oscp/1.0/soap?wsdl)"),
+            ("  OSCP JSON", f"{base}/oscp/1.0/json/<Operation>"),
+            ("  OCPP 1.6-J", f"ws://{_display_host(settings.host)}:{ocpp_port}/ocpp/<chargePointId>"),
+            ("  DSO", f"{settings.cpo_dso_url or 'none (GRIDCAP_CPO_DSO_URL)'} as {settings.cpo_username or '-'}"),
+            ("  Charge points", str(len(service.adapter.store.charge_points()))),
+            ("  Admin token", _shown_token(settings, token)),
+        ]
+    )
+    print("Stop with Ctrl-C.", flush=True)
+
+    def stop(_signum: int, _frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        server.close()
+        service.close()
+    print("gridcap CPO adapter: stopped", flush=True)
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from service.cpo.app import load_charge_points
+    from service.cpo.simulator import ChargePointSpec, fleet_specs, run_fleet
+
+    settings = load_settings()
+    if args.demo:
+        points = _demo_points(_demo_adapter_or_fail(settings))
+    elif settings.cpo_charge_points_file:
+        points = load_charge_points(settings.cpo_charge_points_file)
+    else:
+        points = []
+    if points:
+        count = args.charge_points or len(points)
+        if count > len(points):
+            raise UsageError(f"--charge-points {count}: the configuration lists only {len(points)} charge points")
+        specs = [
+            ChargePointSpec(
+                id=e.charge_point.id,
+                connectors=e.charge_point.connectors,
+                max_current_a=e.charge_point.rating_a,
+                phases=1 if e.charge_point.phases == 1 else 3,
+                username=e.username or e.charge_point.id,
+                password=e.password,
+            )
+            for e in points[:count]
+        ]
+    else:
+        if not args.charge_points:
+            raise UsageError("give --charge-points N (or --demo, or set cpo_charge_points_file)")
+        specs = fleet_specs(args.charge_points, seed=args.seed)
+    url = args.url or f"ws://127.0.0.1:{settings.ocpp_port}/ocpp"
+    print(
+        f"simulating {len(specs)} charge points against {url}: {', '.join(s.id for s in specs[:8])}"
+        f"{' ...' if len(specs) > 8 else ''}"
+    )
+    print("Cars arrive and leave at random; stop with Ctrl-C.", flush=True)
+    options = {
+        "mean_idle_s": args.mean_idle_s,
+        "mean_stay_s": args.mean_stay_s,
+        "meter_interval_s": args.meter_interval_s,
+    }
+    stop_event: asyncio.Event | None = None
+
+    async def main() -> None:
+        nonlocal stop_event
+        stop_event = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop_event.set)
+        await run_fleet(specs, url, stop=stop_event, seed=args.seed, **options)
+
+    asyncio.run(main())
+    print("gridcap simulate: stopped", flush=True)
     return 0
 
 
@@ -1065,6 +1235,17 @@ def _add_cpo_commands(b: _Commands, commands: Any) -> None:
     p = b.command(cpo, "delete", cmd_cpo_delete, "delete a CPO without subscriptions")
     p.add_argument("cpo", metavar="CPO")
 
+    help_ = (
+        "run the CPO adapter: OSCP endpoint and REST API (GRIDCAP_CPO_PORT, 8081), OCPP 1.6-J central system "
+        "(GRIDCAP_OCPP_PORT, 9000), calling the DSO at GRIDCAP_CPO_DSO_URL"
+    )
+    p = b.command(cpo, "serve", cmd_cpo_serve, help_)
+    p.add_argument("--host", help="address to listen on (default: setting host, 127.0.0.1)")
+    p.add_argument("--port", type=_int_between(1, 65535), help="OSCP and REST port (default: GRIDCAP_CPO_PORT or 8081)")
+    p.add_argument(
+        "--demo", action="store_true", help="the demo grid's ChargeCo adapter with its charge points (make run)"
+    )
+
 
 def _add_subscription_commands(b: _Commands, commands: Any) -> None:
     sub = b.group(commands, "subscription", "which CPO is on which cable, with weight and guaranteed minimum")
@@ -1178,6 +1359,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     help_ = "run the jobs without the web server (only one process at a time runs them: a lease in the database)"
     b.command(commands, "scheduler", cmd_scheduler, help_)
+
+    help_ = "run simulated OCPP 1.6-J charge points with cars coming and going, against the CPO adapter"
+    p = b.command(commands, "simulate", cmd_simulate, help_)
+    p.add_argument("--charge-points", type=_int_between(1, 10_000), metavar="N", help="how many")
+    p.add_argument("--demo", action="store_true", help="the demo adapter's charge points (make run)")
+    p.add_argument("--url", help="the central system, e.g. ws://127.0.0.1:9000/ocpp (default: GRIDCAP_OCPP_PORT)")
+    p.add_argument("--seed", type=int, default=0, help="random seed for cars and arrivals (default 0)")
+    p.add_argument("--mean-idle-s", type=float, default=600.0, help="mean wait before a car arrives (default 600)")
+    p.add_argument("--mean-stay-s", type=float, default=3600.0, help="mean time a car stays (default 3600)")
+    p.add_argument("--meter-interval-s", type=int, default=60, help="MeterValues every N s while charging (60)")
     _add_forecast_commands(b, commands)
     _add_cable_commands(b, commands)
     _add_cpo_commands(b, commands)

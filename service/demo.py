@@ -5,6 +5,7 @@ The demo CPOs' passwords are generated here and kept in a 0600 JSON file next to
 (`demo-credentials.json`), so `gridcap serve` can print them again.
 """
 
+import dataclasses
 import json
 import os
 import secrets
@@ -76,8 +77,9 @@ _CABLES = (
     ),
 )
 
+ADAPTER_CPO = "demo-chargeco"  # the CPO whose adapter `make run` starts on this machine
 _CPOS = (
-    Cpo("demo-chargeco", "ChargeCo (demo)", "demo-chargeco", "https://chargeco.example/oscp/1.0/soap", Binding.SOAP11),
+    Cpo(ADAPTER_CPO, "ChargeCo (demo)", ADAPTER_CPO, "https://chargeco.example/oscp/1.0/soap", Binding.SOAP11),
     Cpo("demo-voltline", "VoltLine (demo)", "demo-voltline", "https://voltline.example/oscp/1.0/json", Binding.JSON),
     Cpo("demo-parkplug", "ParkPlug (demo)", "demo-parkplug", "https://parkplug.example/oscp/1.0/soap", Binding.SOAP12),
 )
@@ -111,30 +113,60 @@ class DemoCredential:
     cables: tuple[str, ...]
 
 
+# ChargeCo's charge points for its adapter: (id, cable, max current per phase, phases, connectors)
+_CHARGE_POINTS = (
+    ("kerk-01", "demo-kerkstraat", 16, 3, 1),
+    ("kerk-02", "demo-kerkstraat", 16, 3, 1),
+    ("kerk-03", "demo-kerkstraat", 32, 1, 1),
+    ("kerk-04", "demo-kerkstraat", 32, 3, 2),
+    ("park-01", "demo-parkeerhub", 32, 3, 2),
+    ("park-02", "demo-parkeerhub", 32, 3, 2),
+)
+
+
 @dataclass(frozen=True)
 class DemoGrid:
     cables: tuple[str, ...]
     cpos: tuple[DemoCredential, ...]
     subscriptions: int
     override: LimitOverride
+    adapter: dict[str, Any]  # the local CPO adapter: the DSO's password to it, its charge points
 
 
-def seed_demo(ctx: Context, *, actor: str) -> DemoGrid | None:
-    """Seed the demo grid if the database has no cables; None (and no change) if it has any."""
+def seed_demo(ctx: Context, *, actor: str, adapter_url: str | None = None) -> DemoGrid | None:
+    """Seed the demo grid if the database has no cables; None (and no change) if it has any.
+    `adapter_url`: ChargeCo's OSCP endpoint is the local CPO adapter there (`gridcap cpo serve --demo`)."""
     if list_cables(ctx):
         return None
     for cable in _CABLES:
         create_cable(ctx, cable, actor=actor)
     override = add_override(ctx, "demo-molenweg", _maintenance(ctx.clock()), actor=actor)
     credentials = []
-    for cpo in _CPOS:
+    local = {ADAPTER_CPO: adapter_url} if adapter_url else {}
+    for listed in _CPOS:
+        cpo = dataclasses.replace(listed, endpoint_url=local.get(listed.id, listed.endpoint_url))
         password = secrets.token_urlsafe(18)
         create_cpo(ctx, cpo, password, actor=actor)
         cables = tuple(cable for cable, cpo_id, _, _ in _SUBSCRIPTIONS if cpo_id == cpo.id)
         credentials.append(DemoCredential(cpo.id, cpo.name, cpo.username, password, cables))
     for cable_id, cpo_id, weight, minimum in _SUBSCRIPTIONS:
         subscribe(ctx, Subscription(cable_id, cpo_id, Decimal(weight), Decimal(minimum)), actor=actor)
-    return DemoGrid(tuple(c.id for c in _CABLES), tuple(credentials), len(_SUBSCRIPTIONS), override)
+    adapter = {
+        "cpo_id": ADAPTER_CPO,
+        "dso_password": secrets.token_urlsafe(18),
+        "charge_points": [
+            {
+                "id": cp_id,
+                "cable_id": cable_id,
+                "max_current_a": current_a,
+                "phases": phases,
+                "connectors": connectors,
+                "password": secrets.token_urlsafe(12),
+            }
+            for cp_id, cable_id, current_a, phases, connectors in _CHARGE_POINTS
+        ],
+    }
+    return DemoGrid(tuple(c.id for c in _CABLES), tuple(credentials), len(_SUBSCRIPTIONS), override, adapter)
 
 
 # --- the credentials file ------------------------------------------------------------------------
@@ -160,6 +192,7 @@ def write_credentials(path: Path, database_url: str, grid: DemoGrid) -> None:
             {"id": c.cpo_id, "name": c.name, "username": c.username, "password": c.password, "cables": list(c.cables)}
             for c in grid.cpos
         ],
+        "adapter": grid.adapter,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -179,6 +212,22 @@ def read_credentials(path: Path, database_url: str) -> list[dict[str, Any]]:
         return []
     cpos = document.get("cpos")
     return [c for c in cpos if isinstance(c, dict)] if isinstance(cpos, list) else []
+
+
+def read_adapter(path: Path, database_url: str) -> dict[str, Any] | None:
+    """The demo CPO adapter's set-up stored for this database (None: no demo, or another database's):
+    its CPO's login at the DSO, the DSO's password to it, and its charge points with their passwords."""
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(document, dict) or document.get("database") != _shown_url(database_url):
+        return None
+    adapter = document.get("adapter")
+    cpos = [c for c in document.get("cpos", []) if isinstance(c, dict) and c.get("id") == ADAPTER_CPO]
+    if not isinstance(adapter, dict) or not cpos:
+        return None
+    return {**adapter, "username": cpos[0].get("username"), "password": cpos[0].get("password")}
 
 
 # --- demo measurements ---------------------------------------------------------------------------

@@ -65,6 +65,19 @@ class Settings:
     forecast_coverage: Decimal = Decimal("0.95")
     forecast_local_tz: str = "Europe/Amsterdam"  # calendar features and the backtest's issue time
     backtest_issue_time: str = "12:00"  # local: backtests issue each day-ahead forecast then, the day before
+    # The CPO adapter (`gridcap cpo serve`): OSCP and REST on cpo_port, OCPP 1.6-J on ocpp_port
+    cpo_port: int = 8081
+    ocpp_port: int = 9000
+    cpo_database_url: str = "sqlite:///var/cpo.db"  # the adapter's own small database
+    cpo_dso_url: str = ""  # the DSO's base URL, e.g. https://dso.example (its OSCP endpoint is under /oscp/1.0)
+    cpo_dso_binding: str = "soap11"  # soap11 | soap12 | json
+    cpo_username: str = ""  # this CPO's OSCP login at the DSO
+    cpo_password: str = ""
+    cpo_dso_username: str = "dso"  # how the DSO identifies itself when it calls the adapter
+    cpo_dso_password: str = ""  # required: the DSO's oscp_password
+    cpo_charge_points_file: str = ""  # a TOML file of [[charge_point]] tables, registered at start
+    cpo_open_charge_points: str = "false"  # true: charge points without a password connect without credentials
+    ocpp_call_timeout_s: int = 10
     log_level: str = "INFO"
 
     def policy(self) -> Policy:
@@ -120,6 +133,9 @@ _CHECKS: dict[str, tuple[object, object]] = {
     "influx_timeout_s": (1, 600),
     "forecast_interval_min": (1, 24 * 60),
     "forecast_history_weeks": (1, 104),
+    "cpo_port": (1, 65535),
+    "ocpp_port": (1, 65535),
+    "ocpp_call_timeout_s": (1, 300),
 }
 
 
@@ -180,6 +196,18 @@ def _check(settings: Settings) -> None:
         )
     if settings.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
         raise ConfigError("log_level must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+    _check_cpo(settings)
+
+
+def _check_cpo(settings: Settings) -> None:
+    if settings.cpo_dso_binding not in {"soap11", "soap12", "json"}:
+        raise ConfigError(f"cpo_dso_binding must be soap11, soap12 or json, got {settings.cpo_dso_binding!r}")
+    if settings.cpo_dso_url and not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", settings.cpo_dso_url):
+        raise ConfigError(
+            f"cpo_dso_url must be an http(s) URL such as https://dso.example, got {settings.cpo_dso_url!r}"
+        )
+    if settings.cpo_open_charge_points.lower() not in {"true", "false"}:
+        raise ConfigError(f"cpo_open_charge_points must be true or false, got {settings.cpo_open_charge_points!r}")
 
 
 def _read_config(config_path: str) -> dict[str, Any]:

@@ -570,3 +570,90 @@ def ordered(plans: Iterable[ProfilePlan], current_limits_a: Mapping[Key, Decimal
         return (step, plan.charge_point_id, plan.connector_id)
 
     return sorted(plans, key=rank)
+
+
+def backup_limits(capacity: Decimal, unit: Unit, charge_points: Sequence[ChargePoint]) -> dict[str, Decimal]:
+    """Each responsive charge point's share of a cable's backup capacity, in A per phase: what it may draw
+    once the adapter falls silent, whoever then charges. Unresponsive charge points' ratings come off first;
+    the rest is shared equally, and when that is below 6 A each, charge points in id order get 6 A (or
+    nothing) as far as it goes. The sum stays within the backup capacity."""
+    unit = Unit(unit)
+    points = _points_by_id(charge_points)
+    kw = unit is Unit.KILOWATT
+
+    def units_per_da(cp: ChargePoint) -> int:
+        return cp.centivolts * cp.phases if kw else 1
+
+    room = budget_units(to_capacity(capacity, "backup capacity"), unit)
+    room -= sum(_da(cp.rating_a) * units_per_da(cp) for cp in points.values() if cp.unresponsive)
+    responsive = sorted((cp for cp in points.values() if not cp.unresponsive), key=lambda cp: cp.id)
+    limits = {cp.id: _amps(0) for cp in responsive}
+    if room <= 0 or not responsive:
+        return limits
+    share = room // len(responsive)  # budget units each
+    if all(share // units_per_da(cp) >= _MIN_DA or share // units_per_da(cp) >= _da(cp.rating_a) for cp in responsive):
+        for cp in responsive:
+            limits[cp.id] = _amps(min(share // units_per_da(cp), _da(cp.rating_a)))
+        return limits
+    for cp in responsive:
+        need = _MIN_DA * units_per_da(cp)
+        if _da(cp.rating_a) >= _MIN_DA and need <= room:
+            limits[cp.id] = _amps(_MIN_DA)
+            room -= need
+    return limits
+
+
+def limit_at(plan: ProfilePlan, moment: datetime) -> Decimal:
+    """The limit `plan` applies at `moment` (the first period's before it starts)."""
+    offset = (as_utc(moment, "moment") - plan.start_schedule).total_seconds()
+    limit = plan.periods[0].limit_a
+    for period in plan.periods:
+        if period.start_period_s > offset:
+            break
+        limit = period.limit_a
+    return limit
+
+
+def highest_from(plan: ProfilePlan, moment: datetime) -> Decimal:
+    """The highest limit `plan` applies from `moment` on (its backup included)."""
+    offset = (as_utc(moment, "moment") - plan.start_schedule).total_seconds()
+    current = limit_at(plan, moment)
+    return max([current, *(p.limit_a for p in plan.periods if p.start_period_s > offset)])
+
+
+def _changes(plan: ProfilePlan, moment: datetime) -> list[tuple[datetime, Decimal]]:
+    """(from, limit) steps of `plan` from `moment` on."""
+    steps = [(moment, limit_at(plan, moment))]
+    for period in plan.periods:
+        at = plan.start_schedule + timedelta(seconds=period.start_period_s)
+        if at > moment:
+            steps.append((at, period.limit_a))
+    return steps
+
+
+def same_from(new: ProfilePlan, old: ProfilePlan, moment: datetime) -> bool:
+    """Whether two plans for one connector apply the same limits from `moment` on."""
+    if (new.key, new.kind) != (old.key, old.kind):
+        return False
+    if {p.number_phases for p in new.periods} != {p.number_phases for p in old.periods}:
+        return False
+    merged_new = _merged(_changes(new, moment))
+    merged_old = _merged(_changes(old, moment))
+    return merged_new == merged_old
+
+
+def _merged(steps: list[tuple[datetime, Decimal]]) -> list[tuple[datetime, Decimal]]:
+    out: list[tuple[datetime, Decimal]] = []
+    for at, limit in steps:
+        if not out or out[-1][1] != limit:
+            out.append((at, limit))
+    return out
+
+
+def lowers(new: ProfilePlan, old: ProfilePlan | None, moment: datetime) -> bool:
+    """Whether `new` is below `old` at any time from `moment` on (no `old`: the charge point may be
+    unlimited, so anything lowers). Such plans go out before any that raise."""
+    if old is None:
+        return True
+    times = sorted({at for at, _ in _changes(new, moment)} | {at for at, _ in _changes(old, moment)})
+    return any(limit_at(new, at) < limit_at(old, at) for at in times)

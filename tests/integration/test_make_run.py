@@ -37,6 +37,7 @@ def get(url: str, token: str | None = None) -> tuple[int, bytes]:
 class Running:
     def __init__(self, process: subprocess.Popen[bytes], log: Path, base: str) -> None:
         self.process, self.log, self.base = process, log, base
+        self.adapter = self.ocpp = ""
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
@@ -46,13 +47,15 @@ class Running:
 def make_run(tmp_path: Path) -> Iterator[Running]:
     if not (REPO / ".venv" / "bin" / "gridcap").exists():
         pytest.fail("no .venv/bin/gridcap: run `make install` first")
-    port = free_port()
+    port, cpo_port, ocpp_port = free_port(), free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("GRIDCAP_")}
     env.update(
         GRIDCAP_DATABASE_URL=f"sqlite:///{tmp_path / 'run' / 'gridcap.db'}",
         GRIDCAP_ADMIN_TOKEN_FILE=str(tmp_path / "run" / "admin-token"),
         GRIDCAP_TIMESERIES_PATH=str(tmp_path / "run" / "timeseries.db"),
         GRIDCAP_PORT=str(port),
+        GRIDCAP_CPO_PORT=str(cpo_port),
+        GRIDCAP_OCPP_PORT=str(ocpp_port),
     )
     log = tmp_path / "make-run.log"
     with log.open("wb") as sink:
@@ -66,6 +69,8 @@ def make_run(tmp_path: Path) -> Iterator[Running]:
             start_new_session=True,  # its own process group: make and the server stop together
         )
     running = Running(process, log, f"http://127.0.0.1:{port}")
+    running.adapter = f"http://127.0.0.1:{cpo_port}"
+    running.ocpp = f"ws://127.0.0.1:{ocpp_port}/ocpp"
     try:
         yield running
     finally:
@@ -144,6 +149,31 @@ def test_make_run_serves_the_demo_grid_and_prints_how_to_use_it(make_run: Runnin
     assert forecast["status"] == "ok", forecast["message"]
     assert {b["source"] for b in forecast["blocks"][1:]} == {"forecast"}
 
+    # The CPO adapter gets ChargeCo's budgets from the DSO and turns them into charging profiles on the
+    # simulated charge points.
+    printed = make_run.output()
+    for url in (f"{make_run.adapter}/api/v1/cpo", f"{make_run.adapter}/oscp/1.0/soap", f"{make_run.ocpp}/"):
+        assert url in printed, printed
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        status = json.loads(get(f"{make_run.adapter}/api/v1/cpo/status", token)[1])
+        cables = {b["cable_id"] for b in json.loads(get(f"{make_run.adapter}/api/v1/cpo/budgets", token)[1])}
+        profiles = json.loads(get(f"{make_run.adapter}/api/v1/cpo/profiles", token)[1])["profiles"]
+        accepted = {p["charge_point_id"] for p in profiles if p["status"] == "Accepted"}
+        if (
+            len(status["ocpp"]["connected"]) == 6
+            and {"demo-kerkstraat", "demo-parkeerhub"} <= cables
+            and len(accepted) == 6
+        ):
+            break
+        time.sleep(0.5)
+    assert status["dso"]["online"], status
+    assert len(status["ocpp"]["connected"]) == 6, status
+    assert {"demo-kerkstraat", "demo-parkeerhub"} <= cables
+    assert len(accepted) == 6, profiles
+
     os.killpg(make_run.process.pid, signal.SIGTERM)
     make_run.process.wait(timeout=15)
-    assert "gridcap: stopped" in make_run.output()
+    output = make_run.output()
+    for stopped in ("gridcap: stopped", "gridcap CPO adapter: stopped", "gridcap simulate: stopped"):
+        assert stopped in output, output

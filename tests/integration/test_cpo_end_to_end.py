@@ -1,0 +1,206 @@
+"""DSO -> CPO adapter -> charge points, end to end: the DSO service and the adapter talk OSCP over real
+HTTP on 127.0.0.1 (zeep for SOAP, the JSON variant), the adapter talks OCPP 1.6-J over real websockets to
+simulated charge points, and usage flows back to the DSO."""
+
+import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from oscp_support import DSO_PASSWORD, DSO_USER, PASSWORD, live_server, make_grid
+from test_cpo_adapter import TOKEN, car, offered, point, spec, until
+
+from service.app import create_app, wiring
+from service.cpo.adapter import Adapter, AdapterSettings
+from service.cpo.app import AdapterService, build_adapter_service, dso_endpoint
+from service.cpo.dso import DsoLink, MessageLog
+from service.cpo.ledger import MeterSample
+from service.cpo.simulator import Fleet
+from service.cpo.store import CpoStore
+from service.domain.blocks import BLOCK, block_floor
+from service.domain.model import Binding
+from service.oscp.v1.client import OscpClient
+from service.oscp.v1.gateway import WSDL_DIR
+from service.oscp.v1.link import OscpPeerLink
+from service.oscp.v1.recorder import Recorder
+from service.settings import load_settings
+from service.store import Database
+from service.store.repository import Repository
+from service.usecases import Context, cpos, grid
+from service.usecases import oscp as dso_oscp
+
+D = Decimal
+
+
+@contextmanager
+def dso_running(tmp_path: Path) -> Iterator[tuple[Context, str]]:
+    """The DSO service on a real clock (the adapter and the charge points run on real time too)."""
+    db = Database(f"sqlite:///{tmp_path / 'dso.db'}")
+    db.create_schema()
+    ctx = Context(db, clock=lambda: datetime.now(UTC))
+    settings = load_settings({"GRIDCAP_ADMIN_TOKEN": TOKEN, "GRIDCAP_OSCP_PASSWORD": DSO_PASSWORD})
+    app = create_app(settings, ctx)
+    try:
+        with live_server(app) as url:
+            yield ctx, url
+    finally:
+        wiring(app).close()
+        db.dispose()
+
+
+def adapter_settings(tmp_path: Path, dso_url: str, binding: Binding) -> Any:
+    return load_settings(
+        {
+            "GRIDCAP_CPO_DATABASE_URL": f"sqlite:///{tmp_path / 'cpo.db'}",
+            "GRIDCAP_CPO_DSO_URL": dso_url,
+            "GRIDCAP_CPO_DSO_BINDING": binding.value,
+            "GRIDCAP_CPO_USERNAME": "user-a",
+            "GRIDCAP_CPO_PASSWORD": PASSWORD,
+            "GRIDCAP_CPO_DSO_USERNAME": DSO_USER,
+            "GRIDCAP_CPO_DSO_PASSWORD": DSO_PASSWORD,
+            "GRIDCAP_CPO_OPEN_CHARGE_POINTS": "true",
+            "GRIDCAP_ADMIN_TOKEN": TOKEN,
+        }
+    )
+
+
+def push(ctx: Context) -> dso_oscp.DeliveryResult:
+    """One round of the DSO's push job."""
+    client = OscpClient(wsdl_dir=WSDL_DIR, username=DSO_USER, password=DSO_PASSWORD)
+    recorder = Recorder(ctx)
+    try:
+        return dso_oscp.deliver_pushes(ctx, OscpPeerLink(client, recorder))
+    finally:
+        recorder.close()
+        client.close()
+
+
+def budget_of_a(ctx: Context, start: datetime) -> Decimal:
+    return next(f.budgets[start] for f in dso_oscp.forecasts(ctx, "a", "c1"))
+
+
+@pytest.mark.parametrize("binding", [Binding.SOAP11, Binding.SOAP12, Binding.JSON])
+def test_dso_budgets_reach_the_charge_points_over_oscp_and_ocpp(tmp_path: Path, binding: Binding) -> None:
+    with dso_running(tmp_path) as (ctx, dso_url):
+        quick = AdapterSettings(debounce_s=0.05, recompute_every_s=3.0, compliance_after_s=2.0)
+        service: AdapterService = build_adapter_service(
+            adapter_settings(tmp_path, dso_url, binding), admin_token=TOKEN, adapter_settings=quick, ocpp_port=0
+        )
+        points = [point("cp1"), point("cp2")]
+        for cp in points:
+            service.adapter.store.add_charge_point(cp)
+        with live_server(service.app) as adapter_url:
+            make_grid(ctx, endpoint=f"{adapter_url}/oscp/1.0", binding=binding)  # CPO a: this adapter
+            elsewhere = {"endpoint_url": "http://127.0.0.1:9/oscp/1.0/soap", "binding": Binding.SOAP11}
+            cpos.update_cpo(ctx, "b", elsewhere, actor="test")  # b is another CPO, not reachable here
+            port = service.start()
+            try:
+
+                async def scenario() -> None:
+                    now_block = block_floor(datetime.now(UTC))
+                    # on start the adapter pulls its forecasts (GetCapacityForecast) from the DSO
+                    await until(lambda: _known(service.adapter, now_block) is not None, "the pulled forecast")
+                    assert _known(service.adapter, now_block) == budget_of_a(ctx, now_block)
+                    async with Fleet([spec(cp) for cp in points], f"ws://127.0.0.1:{port}/ocpp") as fleet:
+                        await fleet.charge_points["cp1"].plug_in(1, car())
+                        await fleet.charge_points["cp2"].plug_in(1, car())
+                        granted = budget_of_a(ctx, now_block)
+                        await until(lambda: offered(fleet, "cp1") + offered(fleet, "cp2") > 0, "charging")
+                        assert offered(fleet, "cp1") + offered(fleet, "cp2") <= granted
+
+                        # the DSO lowers the cable: the push reaches the adapter, which lowers the profiles
+                        await asyncio.to_thread(grid.update_cable, ctx, "c1", {"rated_limit": D(50)}, actor="test")
+                        lowered = budget_of_a(ctx, now_block)
+                        assert lowered < granted
+                        result = await asyncio.to_thread(push, ctx)
+                        assert "a" in result.delivered, result
+                        await until(lambda: _known(service.adapter, now_block) == lowered, "the pushed budget")
+                        await until(
+                            lambda: offered(fleet, "cp1") + offered(fleet, "cp2") <= lowered, "profiles within it"
+                        )
+                        statuses = {r.status for r in service.adapter.store.recent_profiles()}
+                        assert statuses == {"Accepted"}
+
+                asyncio.run(scenario())
+            finally:
+                service.close()
+        counted = {(c["direction"], c["operation"]) for c in service.messages.counts()}
+        assert ("in", "UpdateCableCapacityForecast") in counted
+        assert ("out", "GetCapacityForecast") in counted
+
+
+def _known(adapter: Adapter, start: datetime) -> Decimal | None:
+    for cable in adapter.budgets_view():
+        for block in cable["blocks"]:
+            if cable["cable_id"] == "c1" and block["start"] == start:
+                found: Decimal = block["capacity"]
+                return found
+    return None
+
+
+class Later:
+    """The adapter's clock, moved on by hand (the DSO runs on real time)."""
+
+    def __init__(self) -> None:
+        self.offset = timedelta(0)
+
+    def __call__(self) -> datetime:
+        return datetime.now(UTC) + self.offset
+
+
+def test_usage_is_buffered_while_the_dso_is_unreachable_and_replayed_in_order(tmp_path: Path) -> None:
+    clock = Later()
+    store = CpoStore(f"sqlite:///{tmp_path / 'cpo.db'}", clock=clock)
+    store.add_charge_point(point("cp1"))
+    dead = DsoLink(
+        OscpClient(wsdl_dir=WSDL_DIR, username="user-a", password=PASSWORD, timeout_s=2),
+        MessageLog(),
+        url="http://127.0.0.1:9/oscp/1.0/soap",
+        binding="soap11",
+    )
+    adapter = Adapter(store, dso=dead, clock=clock)
+    start = block_floor(datetime.now(UTC)) - 3 * BLOCK  # three blocks ago: measured, and begun for the DSO
+    tx = adapter.transaction_started("cp1", 1, "tag", 1_000, start)
+    for k in range(1, 4):  # 11.04 kW on three phases, 16 A: 2760 Wh per block
+        at = start + k * BLOCK
+        register = MeterSample(at, "Energy.Active.Import.Register", D(1_000 + 2_760 * k), "Wh", None, None)
+        currents = [MeterSample(at, "Current.Import", D(16), "A", f"L{n}", None) for n in (1, 2, 3)]
+        adapter.meter_values("cp1", 1, tx, [register, *currents])
+    adapter.receive([_budgets_in_a()])
+    asyncio.run(adapter.report_usage())
+    pending = store.pending()
+    assert [i.block_start for i in pending] == [start, start + BLOCK, start + 2 * BLOCK]
+    assert all(i.attempts == 1 and i.last_error for i in pending)
+    assert adapter.status_view()["dso"]["usage_buffered"] == 3
+    dead.close()
+    store.close()
+
+    with dso_running(tmp_path) as (ctx, dso_url):
+        make_grid(ctx)
+        store = CpoStore(f"sqlite:///{tmp_path / 'cpo.db'}", clock=clock)  # the adapter restarted
+        live = DsoLink(
+            OscpClient(wsdl_dir=WSDL_DIR, username="user-a", password=PASSWORD),
+            MessageLog(),
+            url=dso_endpoint(dso_url, "soap11"),
+            binding="soap11",
+        )
+        adapter = Adapter(store, dso=live, clock=clock)
+        asyncio.run(adapter.report_usage())
+        assert store.pending() == []
+        with ctx.db.read() as session:
+            reported = Repository(session).usage("c1", start, start + 3 * BLOCK)
+        # 2760 Wh in a quarter hour = 11.04 kW = 16 A on each phase of a three-phase car
+        assert {s: v["a"] for s, v in reported.items()} == {start + k * BLOCK: D(16) for k in range(3)}
+        live.close()
+        store.close()
+
+
+def _budgets_in_a() -> Any:
+    from service.cpo.dso import ReceivedBudgets
+
+    first = block_floor(datetime.now(UTC))
+    return ReceivedBudgets("c1", "A", {first: D(30)}, D(10))
