@@ -559,19 +559,6 @@ def plan_profiles(
     return plans
 
 
-def ordered(plans: Iterable[ProfilePlan], current_limits_a: Mapping[Key, Decimal]) -> list[ProfilePlan]:
-    """Reductions first, then unchanged, then increases, judged by the first period against the limit in
-    force (unknown counts as a reduction: the charge point may be unlimited). Ties by charge point, connector."""
-
-    def rank(plan: ProfilePlan) -> tuple[int, str, int]:
-        current = current_limits_a.get(plan.key)
-        first = plan.periods[0].limit_a
-        step = 0 if current is None or first < current else 1 if first == current else 2
-        return (step, plan.charge_point_id, plan.connector_id)
-
-    return sorted(plans, key=rank)
-
-
 def backup_limits(capacity: Decimal, unit: Unit, charge_points: Sequence[ChargePoint]) -> dict[str, Decimal]:
     """Each responsive charge point's share of a cable's backup capacity, in A per phase: what it may draw
     once the adapter falls silent, whoever then charges. Unresponsive charge points' ratings come off first;
@@ -588,16 +575,16 @@ def backup_limits(capacity: Decimal, unit: Unit, charge_points: Sequence[ChargeP
     room -= sum(_da(cp.rating_a) * units_per_da(cp) for cp in points.values() if cp.unresponsive)
     responsive = sorted((cp for cp in points.values() if not cp.unresponsive), key=lambda cp: cp.id)
     limits = {cp.id: _amps(0) for cp in responsive}
-    if room <= 0 or not responsive:
+    able = [cp for cp in responsive if _da(cp.rating_a) >= _MIN_DA]  # a charger cannot signal less than 6 A
+    if room <= 0 or not able:
         return limits
-    share = room // len(responsive)  # budget units each
-    if all(share // units_per_da(cp) >= _MIN_DA or share // units_per_da(cp) >= _da(cp.rating_a) for cp in responsive):
-        for cp in responsive:
-            limits[cp.id] = _amps(min(share // units_per_da(cp), _da(cp.rating_a)))
-        return limits
-    for cp in responsive:
+    share = room // len(able)  # budget units each
+    equal = {cp.id: min(share // units_per_da(cp), _da(cp.rating_a)) for cp in able}
+    if all(da >= _MIN_DA for da in equal.values()):
+        return limits | {cp_id: _amps(da) for cp_id, da in equal.items()}
+    for cp in able:
         need = _MIN_DA * units_per_da(cp)
-        if _da(cp.rating_a) >= _MIN_DA and need <= room:
+        if need <= room:
             limits[cp.id] = _amps(_MIN_DA)
             room -= need
     return limits

@@ -6,7 +6,7 @@ Figures, not checks: nothing here asserts a speed. Run with
 One cable, A budget, 1,000 charge points (a fifth with two connectors, a tenth 1-phase, 2% unresponsive)
 and about 1,100 sessions, half with a known draw. The budget follows a day curve between 10% and 60% of
 the charge points' ratings, so some blocks pause cars and most are shared. Timed: `split_horizon` (96
-blocks, hysteresis on), `plan_profiles` (one ChargePointMaxProfile per charge point) and `ordered`.
+blocks, hysteresis on), and `plan_profiles` (one ChargePointMaxProfile per charge point).
 A naive equal split (budget / sessions, floored to 0.1 A, per block, as Decimal) is timed in the same run
 as a yardstick, so the figures can be read as ratios on a noisy machine.
 """
@@ -18,7 +18,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_FLOOR, Decimal
 
-from service.cpo.profiles import Budget, ChargePoint, Session, ordered, plan_profiles, split_horizon
+from service.cpo.profiles import Budget, ChargePoint, Session, plan_profiles, split_horizon
 from service.domain.units import Unit
 
 D = Decimal
@@ -86,21 +86,18 @@ def test_split_and_plan_1000_charge_points_96_blocks() -> None:
     backups = {p.id: D(6) for p in points}
     plan_s, plans = best_of(5, lambda: plan_profiles(points, sessions, horizon, backups, NOW))
     assert isinstance(plans, list)
-    current = {(p.id, 0): D(16) for p in points}
-    order_s, _ = best_of(5, lambda: ordered(plans, current))
     naive_s, _ = best_of(5, lambda: naive_equal_split(sessions, budgets))
     naive_s = (naive_s + best_of(5, lambda: naive_equal_split(sessions, budgets))[0]) / 2  # before and after
 
     paused = sum(1 for limits in horizon.values() for v in limits.values() if v == 0)
     cells = sum(len(limits) for limits in horizon.values())
     periods = sum(len(p.periods) for p in plans)
-    total_s = split_s + plan_s + order_s
+    total_s = split_s + plan_s
     print(f"\nCPO core: {len(points)} charge points, {len(sessions)} sessions, {len(budgets)} blocks (best of 5)")
     print(f"{'step':<34}{'seconds':>9}{'x naive':>9}")
     for name, seconds in (
         ("split_horizon (hysteresis on)", split_s),
         ("plan_profiles", plan_s),
-        ("ordered", order_s),
         ("total", total_s),
         ("baseline: naive equal split", naive_s),
     ):

@@ -22,13 +22,17 @@ from service.cpo.profiles import (
     ProfileKind,
     ProfilePlan,
     Session,
+    backup_limits,
     floor_limit,
+    highest_from,
+    lowers,
     next_kind,
-    ordered,
     plan_profiles,
+    same_from,
     split_block,
     split_horizon,
 )
+from service.cpo.profiles import limit_at as profile_limit_at
 from service.domain.errors import InvalidInput
 from service.domain.units import Unit, floor_grid
 
@@ -217,14 +221,6 @@ class TestProfileExamples:
     def test_gaps_between_blocks_are_refused(self) -> None:
         with pytest.raises(InvalidInput, match="follow each other"):
             plan_profiles([cp("a")], [], {T0: {}, T0 + 2 * Q: {}}, {}, T0)
-
-    def test_reductions_go_first(self) -> None:
-        def plan(cp_id: str, limit: int) -> ProfilePlan:
-            return ProfilePlan(cp_id, 0, ProfileKind.CHARGE_POINT_MAX, T0, (Period(0, D(limit), 3),))
-
-        plans = [plan("up", 16), plan("same", 10), plan("down", 6), plan("unknown", 10)]
-        current = {("up", 0): D(10), ("same", 0): D(10), ("down", 0): D(10)}
-        assert [p.charge_point_id for p in ordered(plans, current)] == ["down", "unknown", "same", "up"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -467,24 +463,71 @@ def test_schedules_follow_the_blocks_and_end_on_the_backup(
             assert limit_at(plan, max(start, plan.start_schedule)) == floor01(wanted), f"block {k} of {plan.key}"
 
 
-@settings(max_examples=150, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, 40), st.one_of(st.none(), st.integers(0, 40))), max_size=12))
-def test_reductions_are_sent_before_increases(pairs: list[tuple[int, int | None]]) -> None:
-    plans = [
-        ProfilePlan(f"cp{i}", 0, ProfileKind.CHARGE_POINT_MAX, T0, (Period(0, D(new), 3),))
-        for i, (new, _) in enumerate(pairs)
-    ]
-    current = {(f"cp{i}", 0): D(old) for i, (_, old) in enumerate(pairs) if old is not None}
-    result = ordered(plans, current)
-    assert sorted(p.charge_point_id for p in result) == sorted(p.charge_point_id for p in plans)
+def timeline_plan(start_offset_s: int, steps: list[tuple[int, int]]) -> ProfilePlan:
+    """A ChargePointMax plan starting `start_offset_s` after T0, with (gap in minutes, limit A) periods."""
+    periods, offset = [], 0
+    for k, (gap_min, limit) in enumerate(steps):
+        offset += 0 if k == 0 else gap_min * 60
+        periods.append(Period(offset, D(limit), 3))
+    start = T0 + timedelta(seconds=start_offset_s)
+    return ProfilePlan("cp", 0, ProfileKind.CHARGE_POINT_MAX, start, tuple(periods))
 
-    def rises(plan: ProfilePlan) -> bool:
-        old = current.get(plan.key)
-        return old is not None and plan.periods[0].limit_a > old
 
-    seen_rise = False
-    for plan in result:
-        old = current.get(plan.key)
-        if old is None or plan.periods[0].limit_a < old:
-            assert not seen_rise, "a reduction came after an increase"
-        seen_rise = seen_rise or rises(plan)
+timelines = st.lists(st.tuples(st.integers(1, 60), st.integers(0, 32)), min_size=1, max_size=6)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(-10, 10), timelines, st.integers(-10, 10), timelines, st.integers(0, 60))
+def test_lowers_and_same_from_compare_the_limits_at_every_moment_from_now(
+    new_start_min: int,
+    new_steps: list[tuple[int, int]],
+    old_start_min: int,
+    old_steps: list[tuple[int, int]],
+    now_min: int,
+) -> None:
+    new, old = timeline_plan(new_start_min * 60, new_steps), timeline_plan(old_start_min * 60, old_steps)
+    now = T0 + timedelta(minutes=now_min)
+    # both plans change only on whole minutes after T0: checking every minute from now checks every moment
+    moments = [now + timedelta(minutes=m) for m in range(8 * 60)]
+    assert lowers(new, old, now) == any(profile_limit_at(new, t) < profile_limit_at(old, t) for t in moments)
+    assert same_from(new, old, now) == all(profile_limit_at(new, t) == profile_limit_at(old, t) for t in moments)
+    assert lowers(new, None, now)  # nothing accepted before: the charge point may be unlimited
+
+
+def test_a_plan_made_minutes_later_for_the_same_budgets_is_the_same_from_now() -> None:
+    earlier = ProfilePlan("cp", 0, ProfileKind.CHARGE_POINT_MAX, T0, (Period(0, D(10), 3), Period(900, D(8), 3)))
+    periods = (Period(0, D(10), 3), Period(600, D(8), 3))
+    later = ProfilePlan("cp", 0, ProfileKind.CHARGE_POINT_MAX, T0 + timedelta(minutes=5), periods)
+    now = T0 + timedelta(minutes=6)
+    assert same_from(later, earlier, now)
+    assert not lowers(later, earlier, now)
+    assert not same_from(ProfilePlan("cp", 1, ProfileKind.TX_DEFAULT, later.start_schedule, periods), earlier, now)
+    assert highest_from(earlier, T0 + timedelta(minutes=20)) == 8
+    assert highest_from(earlier, T0) == 10
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from([4, 6, 10, 16, 32]), st.sampled_from([1, 3]), st.booleans()), min_size=1, max_size=12
+    ),
+    st.integers(0, 200),
+    st.sampled_from([A, KW]),
+)
+def test_backup_shares_stay_within_the_backup_and_are_0_or_at_least_6_a(
+    rows: list[tuple[int, int, bool]], capacity: int, unit: Unit
+) -> None:
+    points = [cp(f"cp{i}", rating, phases, unresponsive=stuck) for i, (rating, phases, stuck) in enumerate(rows)]
+    shares = backup_limits(D(capacity), unit, points)
+    assert set(shares) == {p.id for p in points if not p.unresponsive}
+    by_id = {p.id: p for p in points}
+
+    def cost(point: ChargePoint, current_a: Decimal) -> Decimal:
+        return current_a * point.voltage_v * point.phases / 1000 if unit is KW else current_a
+
+    reserved = sum((cost(p, p.rating_a) for p in points if p.unresponsive), D(0))
+    used = sum((cost(by_id[i], a) for i, a in shares.items()), D(0))
+    assert used == 0 or used + reserved <= capacity
+    for cp_id, limit in shares.items():
+        assert limit == 0 or D(6) <= limit <= by_id[cp_id].rating_a
+        assert limit == floor01(limit)
