@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 from service.domain.blocks import BLOCK
 from service.domain.errors import InvalidInput, NotAuthorized
+from service.domain.model import check_id
 from service.oscp.v1 import messages as m
 from service.oscp.v1.client import CallFailed, OscpClient
 from service.oscp.v1.gateway import WSDL_DIR, Role
@@ -103,6 +104,7 @@ def budgets_of(forecast: m.CableCapacityForecast) -> ReceivedBudgets:
     units, are not single 15-minute blocks, or repeat a block with another phase in an inconsistent way.
     Per-phase budgets in A (ONE/TWO/THREE) become the lowest of the phases: without knowing which phase each
     car loads, only the lowest is safe on every phase."""
+    check_id(forecast.cable_id, "cableId")
     units = {b.unit for b in forecast.forecasted_block}
     if forecast.backup_capacity is not None:
         units.add(forecast.backup_capacity.unit)
@@ -176,7 +178,7 @@ class DsoLink:
 
     def __init__(self, client: OscpClient, log: MessageLog, *, url: str, binding: str) -> None:
         self._client = client
-        self._log = log
+        self.messages = log
         self.url = url
         self.binding = binding
 
@@ -218,7 +220,7 @@ class DsoLink:
         return reply
 
     def _record(self, operation: str, outcome: str, started: float, detail: str | None) -> None:
-        self._log.record(
+        self.messages.record(
             direction="out",
             cpo_id=None,
             binding=self.binding,

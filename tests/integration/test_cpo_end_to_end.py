@@ -204,3 +204,77 @@ def _budgets_in_a() -> Any:
 
     first = block_floor(datetime.now(UTC))
     return ReceivedBudgets("c1", "A", {first: D(30)}, D(10))
+
+
+def connected_adapter(tmp_path: Path, dso_url: str, **options: Any) -> Adapter:
+    """An adapter on the live DSO (no OCPP loop: sessions come straight through the events) with the
+    forecasts pulled, as its start does."""
+    store = CpoStore(f"sqlite:///{tmp_path / 'cpo.db'}")
+    for n in range(1, 6):
+        store.add_charge_point(point(f"cp{n}"))
+    link = DsoLink(
+        OscpClient(wsdl_dir=WSDL_DIR, username="user-a", password=PASSWORD),
+        MessageLog(),
+        url=dso_endpoint(dso_url, "soap11"),
+        binding="soap11",
+    )
+    adapter = Adapter(store, dso=link, settings=AdapterSettings(**options))
+    adapter.receive(link.capacity_forecasts())
+    return adapter
+
+
+def test_held_back_sessions_ask_the_dso_for_more(tmp_path: Path) -> None:
+    with dso_running(tmp_path) as (ctx, dso_url):
+        make_grid(ctx)
+        adapter = connected_adapter(tmp_path, dso_url)
+        now = datetime.now(UTC)
+        first = block_floor(now)
+        before = budget_of_a(ctx, first)
+        for n in range(1, 6):  # five cars drawing 16 A each: 80 A wanted, above a's budget and the cable's 70 A
+            tx = adapter.transaction_started(f"cp{n}", 1, "tag", 0, now)
+            currents = [MeterSample(now, "Current.Import", D(16), "A", f"L{p}", None) for p in (1, 2, 3)]
+            adapter.meter_values(f"cp{n}", 1, tx, currents)
+        assert before < 80 - 2
+        asyncio.run(adapter.adjust_all())  # once is not enough: hysteresis wants it confirmed
+        assert budget_of_a(ctx, first) == before
+        asyncio.run(adapter.adjust_all())
+        after = budget_of_a(ctx, first)
+        assert after > before  # granted from the cable's headroom (the rest waits as a pending request)
+        assert _known(adapter, first) == after  # the answer's budgets are kept
+        link = adapter.dso
+        assert link is not None
+        asked = [r for r in link.messages.recent() if r["operation"] == "RequestAdjustedCapacity"]
+        assert len(asked) == 1
+        adapter.dso.close()  # type: ignore[union-attr]
+        adapter.store.close()
+
+
+def test_unused_budget_is_handed_back_down_to_the_backup(tmp_path: Path) -> None:
+    with dso_running(tmp_path) as (ctx, dso_url):
+        make_grid(ctx)
+        adapter = connected_adapter(tmp_path, dso_url, cooldown=timedelta(0))
+        first = block_floor(datetime.now(UTC))
+        assert budget_of_a(ctx, first) > 10 + 6  # a's guaranteed minimum is 10 A
+        asyncio.run(adapter.adjust_all())  # no car anywhere: keep only the backup capacity
+        for k in range(AdapterSettings().adjust_blocks):
+            assert budget_of_a(ctx, first + k * BLOCK) == 10
+        assert budget_of_a(ctx, first + 8 * BLOCK) > 10  # beyond the next hour nothing is handed back
+        adapter.dso.close()  # type: ignore[union-attr]
+        adapter.store.close()
+
+
+def test_the_dso_is_offline_after_three_silent_heartbeat_intervals_and_the_budgets_stay(tmp_path: Path) -> None:
+    clock = Later()
+    store = CpoStore(f"sqlite:///{tmp_path / 'cpo.db'}", clock=clock)
+    adapter = Adapter(store, dso=None, settings=AdapterSettings(heartbeat_interval_s=60), clock=clock)
+    assert not adapter.dso_online()  # never heard of
+    adapter.receive([_budgets_in_a()])
+    assert adapter.status_view()["dso"]["online"]
+    clock.offset = timedelta(seconds=175)
+    assert adapter.dso_online()
+    clock.offset = timedelta(seconds=181)
+    assert not adapter.status_view()["dso"]["online"]
+    first = block_floor(datetime.now(UTC))
+    assert _known(adapter, first) == 30  # what the DSO said still counts; the backup follows it
+    assert adapter.budgets_view()[0]["backup_capacity"] == 10
+    store.close()
