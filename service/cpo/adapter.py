@@ -32,7 +32,7 @@ from typing import Any
 
 from service.cpo import profiles as p
 from service.cpo.central import CentralSystem, CompositeSchedule
-from service.cpo.dso import DsoLink, DsoUnreachable, ReceivedBudgets
+from service.cpo.dso import DsoLink, DsoRefused, DsoUnreachable, ReceivedBudgets
 from service.cpo.ledger import (
     BlockState,
     Decision,
@@ -51,6 +51,7 @@ from service.domain.units import Unit
 
 log = logging.getLogger("gridcap.cpo")
 
+USAGE_SETTLE = timedelta(minutes=2)  # a block's closing meter readings arrive before it is reported
 CURRENT_IMPORT = "Current.Import"
 CURRENT_OFFERED = "Current.Offered"
 ENERGY_REGISTER = "Energy.Active.Import.Register"
@@ -88,6 +89,7 @@ class PointState:
     excluded: str | None = None  # why its rating is reserved: it cannot be steered
     unconfirmed: str | None = None  # the last profile was not confirmed (Timeout, Offline, CallError)
     accepted: dict[int, p.ProfilePlan] = field(default_factory=dict)  # per connector (0: ChargePointMax)
+    unanswered: dict[int, list[p.ProfilePlan]] = field(default_factory=dict)  # sent, unconfirmed: may apply
     accepted_at: dict[int, datetime] = field(default_factory=dict)
     statuses: dict[int, dict[str, str]] = field(default_factory=dict)
     offered_over: int = 0  # consecutive Current.Offered samples above the limit
@@ -104,7 +106,6 @@ class SessionState:
     energy_wh: Decimal = Decimal(0)
     drawn_a: Decimal | None = None  # the highest phase current in the last sample
     max_drawn_a: Decimal | None = None
-    phases_in_use: int | None = None  # from per-phase currents; None: the charge point's phases
 
 
 @dataclass
@@ -137,6 +138,8 @@ class Adapter:
         self._points: dict[str, PointState] = {}
         self._sessions: dict[p.Key, SessionState] = {}
         self._limits: dict[p.Key, Decimal] = {}  # the split's limit for the current block, per session
+        self._phases: dict[p.Key, int] = {}  # phases each connector's last car was seen charging on
+        self._usage_until: dict[str, datetime] = {}  # per cable: blocks before this are queued
         self._decisions: dict[str, dict[datetime, BlockState]] = {}
         self._meter = UsageMeter()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -207,9 +210,10 @@ class Adapter:
     def touch(self, *cable_ids: str) -> None:
         """Recompute these cables' profiles soon; safe from any thread."""
         loop = self._loop
-        if loop is None or not cable_ids:
+        if loop is None or loop.is_closed() or not cable_ids:
             return
-        loop.call_soon_threadsafe(self._mark, cable_ids)
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nothing left to enforce
+            loop.call_soon_threadsafe(self._mark, cable_ids)
 
     def _mark(self, cable_ids: Iterable[str]) -> None:
         self._dirty.update(cable_ids)
@@ -223,7 +227,14 @@ class Adapter:
             await asyncio.sleep(self.settings.debounce_s)
             self._wake.clear()
             dirty, self._dirty = self._dirty, set()
-            await asyncio.gather(*(self.enforce(cable_id) for cable_id in sorted(dirty)))
+            for cable_id in sorted(dirty):  # one task each: a slow charge point holds up only its cable
+                self._spawn(self._enforce_logged(cable_id))
+
+    async def _enforce_logged(self, cable_id: str) -> None:
+        try:
+            await self.enforce(cable_id)
+        except Exception:  # the next trigger tries again; the error must not end enforcement
+            log.exception("enforcing the budget of cable %s failed", cable_id)
 
     # ------------------------------------------------------------------------------------------
     # budgets -> profiles
@@ -232,18 +243,19 @@ class Adapter:
         """Bring every charge point on the cable to the profile its share of the budget asks for."""
         lock = self._cable_locks.setdefault(cable_id, asyncio.Lock())
         async with lock:
-            for _ in range(4):  # each round excludes what failed; a few rounds settle any fleet
+            for _ in range(6):  # each round holds what failed; a few rounds settle any fleet
                 now = self.clock()
                 with self._lock:
                     plans = self._plan(cable_id, now)
                     pending = [plan for plan in plans if not self._in_force(plan, now)]
-                    lowering = [plan for plan in pending if self._lowers(plan, now)]
-                    raising = [plan for plan in pending if plan not in lowering]
+                    # first everything that lowers, and only its lowering: nothing rises in this round
+                    lowering = [self._lowering_step(plan, now) for plan in pending if self._lowers(plan, now)]
                 if not pending:
                     return
-                if await self._send_all(lowering):
-                    continue  # something failed or fell back: recompute before raising anyone
-                if not await self._send_all(raising):
+                if lowering:
+                    await self._send_all(lowering)
+                    continue  # recompute: raises go out once no plan lowers anything
+                if not await self._send_all(pending):
                     return
 
     def _plan(self, cable_id: str, now: datetime) -> list[p.ProfilePlan]:
@@ -251,6 +263,7 @@ class Adapter:
         if not records:
             return []
         points: list[p.ChargePoint] = []
+        idle_a: dict[str, Decimal] = {}  # TxProfile charge points: connectors without a car are unlimited
         for record in records:
             cp = record.charge_point
             state = self._points.setdefault(cp.id, PointState())
@@ -260,38 +273,59 @@ class Adapter:
                 points.append(self._held(cp, state, now))
             else:
                 points.append(cp)
+                if state.kind is p.ProfileKind.TX:
+                    idle = sum(1 for c in range(1, cp.connectors + 1) if (cp.id, c) not in self._sessions)
+                    idle_a[cp.id] = min(cp.rating_a, idle * cp.connector_rating_a)
         by_id = {cp.id: cp for cp in points}
         sessions = [self._session(s, by_id[s.charge_point_id]) for s in self._sessions_on(by_id)]
-        blocks = self._known_blocks(cable_id, now)
+        reserve = sum((_cost(by_id[i], a, self._cable_unit(cable_id)) for i, a in idle_a.items()), Decimal(0))
+        blocks = [replace(b, capacity=max(Decimal(0), b.capacity - reserve)) for b in self._known_blocks(cable_id, now)]
         limits = p.split_horizon(
             blocks, points, sessions, headroom_a=self.settings.headroom_a, band_a=self.settings.band_a
         )
         current = limits.get(block_floor(now), {})
         for s in sessions:
-            self._limits[s.key] = current.get(s.key, Decimal(0))
+            if not by_id[s.charge_point_id].unresponsive:  # a held charge point's cars keep their last limit
+                self._limits[s.key] = current.get(s.key, Decimal(0))
         backup = self.store.backup(cable_id)
-        backups = p.backup_limits(backup.capacity, backup.unit, points) if backup is not None else {}
+        backups = {}
+        if backup is not None:  # a TxProfile ends with its transaction: those charge points' ratings are kept
+            stand_in = [replace(cp, unresponsive=True) if cp.id in idle_a else cp for cp in points]
+            backups = p.backup_limits(backup.capacity, backup.unit, stand_in)
         kinds = {cp.id: self._points[cp.id].kind for cp in points}
         return p.plan_profiles(points, sessions, limits, backups, now, kinds=kinds)
 
+    def _cable_unit(self, cable_id: str) -> Unit:
+        backup = self.store.backup(cable_id)
+        found = self.store.budgets(cable_id)
+        return found[-1].unit if found else backup.unit if backup else Unit.AMPERE
+
+    def _lowering_step(self, plan: p.ProfilePlan, now: datetime) -> p.ProfilePlan:
+        accepted = self._known_in_force(plan)
+        return plan if accepted is None or accepted.kind is not plan.kind else p.pointwise_min(plan, accepted, now)
+
     def _held(self, cp: p.ChargePoint, state: PointState, now: datetime) -> p.ChargePoint:
         """A charge point the adapter cannot steer now, reserved at what it may still draw: the highest
-        limit of its accepted profiles from now on, or its rating for connectors without one."""
+        limit, from now on, of the profiles it accepted or may have applied without answering, and its
+        rating where it has none."""
+
+        def most(slot: int, rating_a: Decimal) -> Decimal:
+            accepted = state.accepted.get(slot)
+            if accepted is None:
+                return rating_a
+            return max(p.highest_from(plan, now) for plan in [accepted, *state.unanswered.get(slot, [])])
+
         if state.kind is p.ProfileKind.CHARGE_POINT_MAX:
-            plan = state.accepted.get(0)
-            held = cp.rating_a if plan is None else p.highest_from(plan, now)
+            held = most(0, cp.rating_a)
         else:
-            held = Decimal(0)
-            for connector in range(1, cp.connectors + 1):
-                plan = state.accepted.get(connector)
-                held += cp.connector_rating_a if plan is None else p.highest_from(plan, now)
+            held = sum((most(c, cp.connector_rating_a) for c in range(1, cp.connectors + 1)), Decimal(0))
         return replace(cp, max_current_a=min(held, cp.rating_a), protection_a=None, unresponsive=True)
 
     def _sessions_on(self, points: dict[str, p.ChargePoint]) -> list[SessionState]:
         return [s for s in self._sessions.values() if s.charge_point_id in points]
 
     def _session(self, s: SessionState, cp: p.ChargePoint) -> p.Session:
-        phases = min(s.phases_in_use or cp.phases, cp.phases)
+        phases = min(self._phases.get((s.charge_point_id, s.connector_id)) or cp.phases, cp.phases)
         state = self._points.get(cp.id)
         previous = self._limits.get((s.charge_point_id, s.connector_id)) if state and state.accepted else None
         return p.Session(
@@ -304,24 +338,32 @@ class Adapter:
         )
 
     def _known_blocks(self, cable_id: str, now: datetime) -> list[p.Budget]:
-        """The budgets from the current block on, as far as they follow each other: after a gap (or the
-        last known block) the backup capacity applies."""
+        """The budgets from the current block to the last known one; a block the DSO left out gets the
+        backup capacity, which also applies after the last known block (the profiles' last period)."""
         expected = block_floor(now)
+        backup = self.store.backup(cable_id)
         blocks: list[p.Budget] = []
         for budget in self.store.budgets(cable_id, since=expected):
-            if budget.start != expected:
-                break
+            gap = backup.capacity if backup is not None and backup.unit is budget.unit else Decimal(0)
+            while expected < budget.start:
+                blocks.append(p.Budget(expected, gap, budget.unit))
+                expected += BLOCK
             blocks.append(p.Budget(budget.start, budget.capacity, budget.unit))
             expected += BLOCK
         return blocks
 
     def _in_force(self, plan: p.ProfilePlan, now: datetime) -> bool:
-        state = self._points[plan.charge_point_id]
-        accepted = state.accepted.get(plan.connector_id)
+        accepted = self._known_in_force(plan)
         return accepted is not None and p.same_from(plan, accepted, now)
 
     def _lowers(self, plan: p.ProfilePlan, now: datetime) -> bool:
-        return p.lowers(plan, self._points[plan.charge_point_id].accepted.get(plan.connector_id), now)
+        return p.lowers(plan, self._known_in_force(plan), now)
+
+    def _known_in_force(self, plan: p.ProfilePlan) -> p.ProfilePlan | None:
+        """The profile the connector surely applies; None when unknown (none accepted, or one sent since
+        without an answer, which it may or may not apply)."""
+        state = self._points[plan.charge_point_id]
+        return None if state.unanswered.get(plan.connector_id) else state.accepted.get(plan.connector_id)
 
     async def _send_all(self, plans: Sequence[p.ProfilePlan]) -> bool:
         """Send the plans at once; True when any was not accepted (the split must be recomputed)."""
@@ -333,7 +375,10 @@ class Adapter:
             session = self._sessions.get(plan.key)
             state = self._points.setdefault(plan.charge_point_id, PointState())
             stack_level = _stack_level(state.configuration)
+            plan = p.truncated(plan, _max_periods(state.configuration))
         transaction_id = session.transaction_id if session is not None else None
+        if plan.kind is p.ProfileKind.TX and transaction_id is None:
+            return False  # the car left meanwhile: recompute
         profile: dict[str, object] = {
             "chargingProfileId": _PROFILE_IDS[plan.kind] + plan.connector_id,
             "stackLevel": stack_level,
@@ -352,6 +397,7 @@ class Adapter:
                 state.accepted = {c: a for c, a in state.accepted.items() if a.kind is plan.kind}
                 state.accepted[plan.connector_id] = plan
                 state.accepted_at[plan.connector_id] = now
+                state.unanswered.pop(plan.connector_id, None)
                 state.unconfirmed = None
                 state.offered_over = 0
             elif status in ("Rejected", "NotSupported"):
@@ -366,7 +412,9 @@ class Adapter:
                     log.info("charge point %s answered %s to %s; %s", plan.charge_point_id, status, plan.kind, detail)
             else:
                 state.unconfirmed = status
-                detail = f"{status}: held at what its last accepted profile allows"
+                if plan.connector_id in state.accepted:  # it may have applied this one without answering
+                    state.unanswered.setdefault(plan.connector_id, []).append(plan)
+                detail = f"{status}: held at the most its profiles allow"
         self.store.record_profile(
             plan.charge_point_id,
             plan.connector_id,
@@ -474,6 +522,8 @@ class Adapter:
             )
         transaction_id = self.store.start_transaction(charge_point_id, connector_id, id_tag, meter_start_wh, at)
         with self._lock:
+            self._forget_tx_profile(charge_point_id, connector_id)
+            self._phases.pop((charge_point_id, connector_id), None)  # a new car
             self._sessions[(charge_point_id, connector_id)] = SessionState(
                 transaction_id, charge_point_id, connector_id, id_tag, at, meter_start_wh
             )
@@ -490,8 +540,16 @@ class Adapter:
             if key in self._sessions and self._sessions[key].transaction_id == transaction_id:
                 del self._sessions[key]
             self._limits.pop(key, None)
+            self._forget_tx_profile(tx.charge_point_id, tx.connector_id)
             self._meter.reading(tx.charge_point_id, tx.connector_id, at, meter_stop_wh)
         self._touch_point(charge_point_id)
+
+    def _forget_tx_profile(self, charge_point_id: str, connector_id: int) -> None:
+        """A TxProfile ends with its transaction: the next car on the connector has none."""
+        state = self._points.get(charge_point_id)
+        if state is not None and state.kind is p.ProfileKind.TX:
+            state.accepted.pop(connector_id, None)
+            state.unanswered.pop(connector_id, None)
 
     def meter_values(
         self, charge_point_id: str, connector_id: int, transaction_id: int | None, samples: list[MeterSample]
@@ -502,10 +560,13 @@ class Adapter:
         cp = record.charge_point
         with self._lock:
             session = self._sessions.get((charge_point_id, connector_id))
-            phases = (session.phases_in_use if session else None) or cp.phases
+            phases = self._phases.get((charge_point_id, connector_id)) or cp.phases
             self._meter.add(charge_point_id, connector_id, samples, voltage_v=cp.voltage_v, phases=phases)
             if session is not None:
-                _observe(session, samples)
+                seen = _observe(session, samples)
+                if seen is not None:  # a car does not change its phases during a session
+                    key = (charge_point_id, connector_id)
+                    self._phases[key] = max(seen, self._phases.get(key, 0))
             offered = [s.value for s in samples if s.measurand == CURRENT_OFFERED and s.unit == "A"]
             state = self._points.setdefault(charge_point_id, PointState())
             limit = self._limit_in_force(state, connector_id, samples[0].at if samples else self.clock())
@@ -563,14 +624,19 @@ class Adapter:
         dso = self.dso
         assert dso is not None  # noqa: S101
         while not stop.is_set():
-            if not self.dso_state.forecasts_pulled:
-                pulled = await self._dso_call("pulling the capacity forecasts", dso.capacity_forecasts)
-                if pulled is not None:
-                    self.receive(pulled)
-                    self.dso_state.forecasts_pulled = True
-            interval = await self._dso_call("heartbeat to the DSO", dso.heartbeat)
-            if interval is not None and interval > 0:
-                self.dso_state.heartbeat_interval_s = int(interval)
+            try:
+                if not self.dso_state.forecasts_pulled:
+                    pulled = await self._dso_call("pulling the capacity forecasts", dso.capacity_forecasts)
+                    if pulled is not None:
+                        self.receive(pulled)
+                        self.dso_state.forecasts_pulled = True
+                interval = await self._dso_call("heartbeat to the DSO", dso.heartbeat)
+                if interval is not None and interval > 0:
+                    self.dso_state.heartbeat_interval_s = int(interval)
+            except Exception as exc:  # e.g. forecasts the adapter cannot keep: say so, keep the heartbeats
+                log.exception("talking to the DSO failed")
+                with self._lock:
+                    self.dso_state.last_error = str(exc)
             wait_s = self.dso_state.heartbeat_interval_s if self.dso_state.forecasts_pulled else 10
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), wait_s)
@@ -580,14 +646,18 @@ class Adapter:
         now = self.clock()
         with self._lock:
             points = [r.charge_point for r in self.store.charge_points()]
-            phases = {k: s.phases_in_use for k, s in self._sessions.items() if s.phases_in_use}
-            usage = block_usage(self._meter, points, now=now, phases_in_use=phases)
+            usage = block_usage(self._meter, points, now=now, phases_in_use=self._phases, settle=USAGE_SETTLE)
             self._meter.forget_before(block_floor(now) - timedelta(hours=6))
         units = self._cable_units()
         for cable_id, blocks in usage.items():
             unit = units.get(cable_id)
-            if unit is not None:
-                self.store.enqueue_usage(cable_id, {start: b.in_unit(unit) for start, b in blocks.items()}, unit)
+            since = self._usage_until.get(cable_id)
+            if unit is None:
+                continue  # no budget yet: nothing to report against
+            fresh = {start: b.in_unit(unit) for start, b in blocks.items() if since is None or start >= since}
+            if fresh:  # a queued block is final: later readings do not rewrite it
+                self.store.enqueue_usage(cable_id, fresh, unit)
+                self._usage_until[cable_id] = max(fresh) + BLOCK
         await self._replay_usage()
 
     async def _replay_usage(self) -> None:
@@ -603,6 +673,11 @@ class Adapter:
             seqs = [i.seq for i in batch]
             try:
                 await asyncio.to_thread(dso.report_usage, first[0], first[1].value, blocks)
+            except DsoRefused as exc:  # the DSO will never take these: drop them (recorded), not the queue
+                log.error("the DSO refused the usage of cable %s: %s", first[0], exc)  # noqa: TRY400 - no traceback
+                self.store.record_failure(seqs, str(exc))
+                self.store.mark_sent(seqs)
+                continue
             except DsoUnreachable as exc:
                 self.store.record_failure(seqs, str(exc))
                 with self._lock:
@@ -683,6 +758,11 @@ class Adapter:
         if record is None:
             raise NotFound(f"charge point {charge_point_id} is not registered")
         with self._lock:
+            if self._points.get(charge_point_id, PointState()).connected:
+                raise Conflict(
+                    f"charge point {charge_point_id} is connected and would keep drawing outside the budget; "
+                    "remove it once it is offline"
+                )
             if any(s.charge_point_id == charge_point_id for s in self._sessions.values()):
                 raise Conflict(f"charge point {charge_point_id} has a session running; remove it when the car has left")
         self.store.remove_charge_point(charge_point_id)
@@ -760,7 +840,7 @@ class Adapter:
                     "started_at": s.started_at,
                     "energy_kwh": (s.energy_wh / 1000).quantize(Decimal("0.001")),
                     "drawn_a": s.drawn_a,
-                    "phases_in_use": s.phases_in_use,
+                    "phases_in_use": self._phases.get((s.charge_point_id, s.connector_id)),
                     "limit_a": self._limits.get((s.charge_point_id, s.connector_id)),
                 }
                 for s in sorted(self._sessions.values(), key=lambda s: s.transaction_id)
@@ -854,19 +934,34 @@ def _composite_limit(schedule: CompositeSchedule, now: datetime) -> Decimal | No
     return limit
 
 
-def _observe(session: SessionState, samples: Sequence[MeterSample]) -> None:
-    """What the car draws now, how many phases it uses, and the energy so far."""
+def _cost(cp: p.ChargePoint, current_a: Decimal, unit: Unit) -> Decimal:
+    """A current per phase on the charge point as load on the cable, in its unit (A: every car on L1)."""
+    return current_a if unit is Unit.AMPERE else current_a * cp.voltage_v * cp.phases / 1000
+
+
+def _max_periods(configuration: dict[str, str]) -> int:
+    try:
+        return max(0, int(configuration.get("ChargingScheduleMaxPeriods", "0")))
+    except ValueError:
+        return 0
+
+
+def _observe(session: SessionState, samples: Sequence[MeterSample]) -> int | None:
+    """What the car draws now and the energy so far; returns the phases it charges on, when it is seen
+    charging (a paused car draws nothing on every phase, which says nothing about its phases)."""
+    phases = None
     per_phase = [s for s in samples if s.measurand == CURRENT_IMPORT and s.unit == "A"]
     if per_phase:
         drawn = max(s.value for s in per_phase)
         session.drawn_a = max(drawn, Decimal(0))
         session.max_drawn_a = max(session.max_drawn_a or Decimal(0), session.drawn_a)
         phased = [s for s in per_phase if s.phase and s.phase.startswith("L")]
-        if phased:
-            session.phases_in_use = max(1, sum(1 for s in phased if s.value >= 1))
+        if phased and session.drawn_a >= p.MIN_CURRENT_A:
+            phases = sum(1 for s in phased if s.value >= 1)
     registers = [s.value for s in samples if s.measurand == ENERGY_REGISTER and s.unit == "Wh"]
     if registers:
         session.energy_wh = max(Decimal(0), max(registers) - session.meter_start_wh)
+    return phases
 
 
 def _usage_now(sessions: Sequence[p.Session], points: dict[str, p.ChargePoint], unit: Unit) -> Decimal:

@@ -136,6 +136,9 @@ class AdapterService:
             loop.call_soon_threadsafe(stop.set)
         if self._thread is not None:
             self._thread.join(timeout=30)
+            if self._thread.is_alive():  # still finishing a call: leave what it uses open
+                log.error("the CPO adapter loop did not stop within 30 s")
+                return
         if self.adapter.dso is not None:
             self.adapter.dso.close()
         self.adapter.store.close()

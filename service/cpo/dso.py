@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, TypeVar
 
-from service.domain.blocks import BLOCK
+from service.domain.blocks import BLOCK, aligned
 from service.domain.errors import InvalidInput, NotAuthorized
 from service.domain.model import check_id
 from service.oscp.v1 import messages as m
@@ -41,6 +41,10 @@ class ReceivedBudgets:
 
 class DsoUnreachable(Exception):
     """A call to the DSO failed; the message says which and why."""
+
+
+class DsoRefused(DsoUnreachable):
+    """The DSO answered with a fault: sending the same again will not help."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +125,7 @@ def budgets_of(forecast: m.CableCapacityForecast) -> ReceivedBudgets:
                 f"cable {forecast.cable_id} forecastedBlock[{i}] spans {block.start_time.isoformat()} to "
                 f"{block.end_time.isoformat()}; each block is one quarter hour"
             )
-        start = block.start_time.astimezone(UTC)
+        start = aligned(block.start_time, f"cable {forecast.cable_id} forecastedBlock[{i}].startTime")
         blocks[start] = min(blocks.get(start, block.capacity), block.capacity)
     backup = forecast.backup_capacity.capacity if forecast.backup_capacity is not None else None
     return ReceivedBudgets(forecast.cable_id, unit, blocks, backup)
@@ -201,7 +205,7 @@ class DsoLink:
         request = m.UpdateAggregatedUsageRequest(cable_id, _blocks(blocks, unit, m.UsageBlock))
         reply = self._call("UpdateAggregatedUsage", request, m.UpdateAggregatedUsageResponse)
         if reply.status is not m.ResponseStatus.ACCEPTED:
-            raise DsoUnreachable(f"the DSO rejected the usage of cable {cable_id}: {reply.reason or 'no reason'}")
+            raise DsoRefused(f"the DSO rejected the usage of cable {cable_id}: {reply.reason or 'no reason'}")
 
     def close(self) -> None:
         self._client.close()
@@ -213,7 +217,8 @@ class DsoLink:
         except CallFailed as exc:
             outcome = exc.fault.code.value if exc.fault else "Unreachable"
             self._record(operation, outcome, started, str(exc))
-            raise DsoUnreachable(str(exc)) from None
+            refused = exc.fault is not None and exc.fault.code is not m.FaultCode.INTERNAL_ERROR
+            raise (DsoRefused if refused else DsoUnreachable)(str(exc)) from None
         self._record(operation, "ok", started, None)
         if not isinstance(reply, expected):  # the client decodes by operation: a bug if this fails
             raise DsoUnreachable(f"{operation} answered {type(reply).__name__}, not {expected.__name__}")

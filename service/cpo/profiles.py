@@ -644,3 +644,30 @@ def lowers(new: ProfilePlan, old: ProfilePlan | None, moment: datetime) -> bool:
         return True
     times = sorted({at for at, _ in _changes(new, moment)} | {at for at, _ in _changes(old, moment)})
     return any(limit_at(new, at) < limit_at(old, at) for at in times)
+
+
+def pointwise_min(new: ProfilePlan, old: ProfilePlan, moment: datetime) -> ProfilePlan:
+    """`new` where it is lower than `old`, `old` elsewhere, from `moment` on: the first step of a change
+    that lowers some blocks and raises others, so that nothing rises before every lowering is in force."""
+    utc = as_utc(moment, "moment")
+    times = sorted({utc} | {at for at, _ in _changes(new, utc)} | {at for at, _ in _changes(old, utc)})
+    periods: list[Period] = []
+    phases = new.periods[0].number_phases
+    for at in times:
+        limit_a = min(limit_at(new, at), limit_at(old, at))
+        if not periods:
+            periods.append(Period(0, limit_a, phases))
+        elif periods[-1].limit_a != limit_a:
+            periods.append(Period(int((at - new.start_schedule).total_seconds()), limit_a, phases))
+    return ProfilePlan(new.charge_point_id, new.connector_id, new.kind, new.start_schedule, tuple(periods))
+
+
+def truncated(plan: ProfilePlan, max_periods: int) -> ProfilePlan:
+    """At most `max_periods` periods (a charger's ChargingScheduleMaxPeriods): the last one kept is the
+    lowest of all it replaces, so the shorter schedule never allows more than the full one."""
+    if max_periods < 1 or len(plan.periods) <= max_periods:
+        return plan
+    kept = list(plan.periods[: max_periods - 1])
+    tail = plan.periods[max_periods - 1 :]
+    kept.append(Period(tail[0].start_period_s, min(p.limit_a for p in tail), tail[0].number_phases))
+    return ProfilePlan(plan.charge_point_id, plan.connector_id, plan.kind, plan.start_schedule, tuple(kept))

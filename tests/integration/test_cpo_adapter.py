@@ -67,8 +67,10 @@ def spec(cp: ChargePoint, answer: ProfileAnswer = ProfileAnswer.ACCEPT, **behavi
     )
 
 
-def budget(capacity: int, *, backup: int = 0, blocks: int = 8, unit: str = "A") -> ReceivedBudgets:
-    first = block_floor(datetime.now(UTC))
+def budget(
+    capacity: int, *, backup: int = 0, blocks: int = 8, unit: str = "A", first: datetime | None = None
+) -> ReceivedBudgets:
+    first = first or block_floor(datetime.now(UTC))
     return ReceivedBudgets("c1", unit, {first + k * BLOCK: D(capacity) for k in range(blocks)}, D(backup))
 
 
@@ -94,6 +96,11 @@ def last_profile(cp: SimulatedChargePoint) -> dict[str, Any]:
 def periods(cp: SimulatedChargePoint) -> list[dict[str, Any]]:
     found: list[dict[str, Any]] = last_profile(cp)["csChargingProfiles"]["chargingSchedule"]["chargingSchedulePeriod"]
     return found
+
+
+def transaction_of_last_profile(cp: SimulatedChargePoint) -> object:
+    found = [r for r in cp.received if r.action == "SetChargingProfile"]
+    return found[-1].payload["csChargingProfiles"].get("transactionId") if found else None
 
 
 def first_limit(payload: dict[str, Any]) -> Decimal:
@@ -225,14 +232,98 @@ def test_the_backup_applies_where_the_known_blocks_end(tmp_path: Path) -> None:
 
         async def scenario() -> None:
             async with Fleet([spec(points[0])], url, meter_interval_s=5) as fleet:
-                service.adapter.receive([budget(20, backup=8, blocks=2)])
+                first = block_floor(datetime.now(UTC))
+                service.adapter.receive([budget(20, backup=8, blocks=2, first=first)])
                 await fleet.charge_points["cp1"].plug_in(1, car())
                 await until(lambda: offered(fleet, "cp1") == 16, "16 A (the rating) in the known blocks")
                 cs = last_profile(fleet.charge_points["cp1"])["csChargingProfiles"]["chargingSchedule"]
                 periods = cs["chargingSchedulePeriod"]
                 start = datetime.fromisoformat(cs["startSchedule"])
-                end_of_known = block_floor(datetime.now(UTC)) + 2 * BLOCK
+                end_of_known = first + 2 * BLOCK
                 assert start + timedelta(seconds=periods[-1]["startPeriod"]) == end_of_known
                 assert D(str(periods[-1]["limit"])) == 8
+
+        run(scenario)
+
+
+def test_a_block_the_dso_left_out_gets_the_backup_and_later_blocks_still_count(tmp_path: Path) -> None:
+    points = [point("cp1")]
+    with adapter_running(tmp_path, points) as (service, url):
+
+        async def scenario() -> None:
+            async with Fleet([spec(points[0])], url, meter_interval_s=5) as fleet:
+                first = block_floor(datetime.now(UTC))
+                blocks = {first: D(16), first + BLOCK: D(16), first + 3 * BLOCK: D(7)}  # no word on the third
+                service.adapter.receive([ReceivedBudgets("c1", "A", blocks, D(12))])
+                await fleet.charge_points["cp1"].plug_in(1, car())
+                await until(lambda: offered(fleet, "cp1") == 16, "16 A now")
+                cs = last_profile(fleet.charge_points["cp1"])["csChargingProfiles"]["chargingSchedule"]
+                start = datetime.fromisoformat(cs["startSchedule"])
+                steps = [
+                    (start + timedelta(seconds=q["startPeriod"]), q["limit"]) for q in cs["chargingSchedulePeriod"]
+                ]
+                assert steps[-3:] == [(first + 2 * BLOCK, 12), (first + 3 * BLOCK, 7), (first + 4 * BLOCK, 12)]
+
+        run(scenario)
+
+
+def test_every_car_on_a_tx_profile_charge_point_gets_its_own_profile(tmp_path: Path) -> None:
+    points = [point("txonly", connectors=2), point("other")]
+    with adapter_running(tmp_path, points) as (service, url):
+
+        async def scenario() -> None:
+            only_tx = spec(points[0], rejected_purposes=frozenset({"ChargePointMaxProfile", "TxDefaultProfile"}))
+            async with Fleet([only_tx, spec(points[1])], url, meter_interval_s=5) as fleet:
+                cp = fleet.charge_points["txonly"]
+                service.adapter.receive([budget(40)])
+                first_tx = await cp.plug_in(1, car())
+                await until(
+                    lambda: (
+                        offered(fleet, "txonly") > 0
+                        and last_profile(cp)["csChargingProfiles"].get("transactionId") == first_tx
+                    ),
+                    "a TxProfile for the first car",
+                )
+                assert service.adapter.charge_point_view("txonly")["profile_kind"] == "TxProfile"
+                # connector 2 has no car and so no profile: its 16 A stay reserved for whoever plugs in
+                await fleet.charge_points["other"].plug_in(1, car())
+                await until(lambda: offered(fleet, "other") > 0, "the other charge point charging")
+                assert first_limit(last_profile(fleet.charge_points["other"])) <= 40 - 16 - offered(fleet, "txonly")
+                await cp.unplug(1)
+                second_tx = await cp.plug_in(1, car())
+                assert second_tx != first_tx
+                await until(
+                    lambda: last_profile(cp)["csChargingProfiles"].get("transactionId") == second_tx,
+                    "a TxProfile for the second car",
+                )
+
+        run(scenario)
+
+
+def test_a_raise_left_unanswered_is_held_as_if_it_applied(tmp_path: Path) -> None:
+    points = [point("a", max_current_a=32), point("b", max_current_a=32)]
+    with adapter_running(tmp_path, points, call_timeout_s=1) as (service, url):
+
+        async def scenario() -> None:
+            async with Fleet([spec(cp) for cp in points], url, meter_interval_s=5) as fleet:
+                service.adapter.receive([budget(32)])
+                await fleet.charge_points["a"].plug_in(1, car())
+                await fleet.charge_points["b"].plug_in(1, car())
+                await until(lambda: offered(fleet, "a") == 16 and offered(fleet, "b") == 16, "16 A each")
+                fleet.charge_points["a"].behaviour = Behaviour(ProfileAnswer.TIMEOUT)  # a goes quiet
+                await fleet.charge_points["b"].unplug(1)  # a is offered 32 A and does not answer
+                await until(lambda: service.adapter.charge_point_view("a")["unconfirmed"] == "Timeout", "a timeout")
+                await fleet.charge_points["b"].plug_in(1, car())
+
+                def b_limit() -> object:
+                    return next(
+                        (v["limit_a"] for v in service.adapter.sessions_view() if v["charge_point_id"] == "b"), None
+                    )
+
+                await until(lambda: b_limit() is not None, "a share computed for b's car")
+                # a may be drawing the 32 A it never confirmed: nothing is left for b
+                assert b_limit() == 0
+                assert offered(fleet, "b") == 0
+                assert first_limit(last_profile(fleet.charge_points["b"])) == 0
 
         run(scenario)

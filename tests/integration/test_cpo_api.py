@@ -649,7 +649,7 @@ def test_profiles_newest_first_filtered_and_limited(env: Env, api: Client) -> No
 
 def test_budgets_per_cable(env: Env, api: Client) -> None:
     assert api.get("cpo/budgets") == []
-    blocks = {T0 - Q: D(50), T0: D("40.5"), T0 + Q: D(35), T0 + 3 * Q: D(30)}  # a gap at T0 + 2Q
+    blocks = {T0 - Q: D(50), T0: D("40.5"), T0 + Q: D(35), T0 + 3 * Q: D(30)}  # a gap at T0 + 2Q, which gets the backup
     env.store.replace_budgets("cable-1", blocks, "A", backup=D(20), received_at=NOW - timedelta(minutes=5))
     env.store.replace_budgets("cable-2", {}, "KW", backup=D("11.5"), received_at=NOW)
     assert api.get("cpo/budgets") == [
@@ -657,7 +657,7 @@ def test_budgets_per_cable(env: Env, api: Client) -> None:
             "cable_id": "cable-1",
             "unit": "A",
             "backup_capacity": 20,
-            "known_until": "2026-11-24T12:30:00Z",
+            "known_until": "2026-11-24T13:00:00Z",  # the gap gets the backup; the last block counts
             "blocks": [
                 {"start": "2026-11-24T12:00:00Z", "capacity": 40.5, "received_at": "2026-11-24T12:02:30Z"},
                 {"start": "2026-11-24T12:15:00Z", "capacity": 35, "received_at": "2026-11-24T12:02:30Z"},

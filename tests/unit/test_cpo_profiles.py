@@ -28,9 +28,11 @@ from service.cpo.profiles import (
     lowers,
     next_kind,
     plan_profiles,
+    pointwise_min,
     same_from,
     split_block,
     split_horizon,
+    truncated,
 )
 from service.cpo.profiles import limit_at as profile_limit_at
 from service.domain.errors import InvalidInput
@@ -531,3 +533,32 @@ def test_backup_shares_stay_within_the_backup_and_are_0_or_at_least_6_a(
     for cp_id, limit in shares.items():
         assert limit == 0 or D(6) <= limit <= by_id[cp_id].rating_a
         assert limit == floor01(limit)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(-10, 10), timelines, st.integers(-10, 10), timelines, st.integers(0, 60))
+def test_the_lowering_step_is_the_lower_of_both_plans_at_every_moment(
+    new_start_min: int,
+    new_steps: list[tuple[int, int]],
+    old_start_min: int,
+    old_steps: list[tuple[int, int]],
+    now_min: int,
+) -> None:
+    new, old = timeline_plan(new_start_min * 60, new_steps), timeline_plan(old_start_min * 60, old_steps)
+    now = T0 + timedelta(minutes=now_min)
+    step = pointwise_min(new, old, now)
+    for t in (now + timedelta(minutes=m) for m in range(8 * 60)):
+        assert profile_limit_at(step, t) == min(profile_limit_at(new, t), profile_limit_at(old, t))
+    assert not lowers(new, step, now)  # after the step, the rest of the change only raises
+
+
+@settings(max_examples=200, deadline=None)
+@given(timelines, st.integers(1, 8))
+def test_a_schedule_cut_to_the_chargers_maximum_never_allows_more(steps: list[tuple[int, int]], most: int) -> None:
+    plan = timeline_plan(0, steps)
+    cut = truncated(plan, most)
+    assert len(cut.periods) <= most
+    for t in (T0 + timedelta(minutes=m) for m in range(8 * 60)):
+        assert profile_limit_at(cut, t) <= profile_limit_at(plan, t)
+    if len(plan.periods) <= most:
+        assert cut == plan
