@@ -675,8 +675,7 @@ class Adapter:
                 await asyncio.to_thread(dso.report_usage, first[0], first[1].value, blocks)
             except DsoRefused as exc:  # the DSO will never take these: drop them (recorded), not the queue
                 log.error("the DSO refused the usage of cable %s: %s", first[0], exc)  # noqa: TRY400 - no traceback
-                self.store.record_failure(seqs, str(exc))
-                self.store.mark_sent(seqs)
+                self.store.mark_refused(seqs, str(exc))
                 continue
             except DsoUnreachable as exc:
                 self.store.record_failure(seqs, str(exc))

@@ -683,6 +683,17 @@ class CpoStore:
                 .values(sent_at=moment, attempts=usage_outbox.c.attempts + 1, last_error=None)
             ).rowcount
 
+    def mark_refused(self, seqs: Iterable[int], error: str) -> int:
+        """Settle rows the DSO refused (it will never take them): no longer pending, the refusal kept."""
+        ids = _seqs(seqs)
+        message = " ".join(str(error).split())[:1000]
+        with self._write() as c:
+            return c.execute(
+                update(usage_outbox)
+                .where(usage_outbox.c.seq.in_(ids), usage_outbox.c.sent_at.is_(None))
+                .values(sent_at=self._now(), attempts=usage_outbox.c.attempts + 1, last_error=message)
+            ).rowcount
+
     def record_failure(self, seqs: Iterable[int], error: str) -> int:
         """Count a failed delivery attempt of pending rows and keep its error (one line, at most 1000
         characters); returns how many rows."""

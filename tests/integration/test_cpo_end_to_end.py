@@ -5,6 +5,7 @@ simulated charge points, and usage flows back to the DSO."""
 import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -17,7 +18,7 @@ from test_cpo_adapter import TOKEN, car, offered, point, spec, until
 from service.app import create_app, wiring
 from service.cpo.adapter import Adapter, AdapterSettings
 from service.cpo.app import AdapterService, build_adapter_service, dso_endpoint
-from service.cpo.dso import DsoLink, MessageLog
+from service.cpo.dso import DsoLink, MessageLog, ReceivedBudgets
 from service.cpo.ledger import MeterSample
 from service.cpo.simulator import Fleet
 from service.cpo.store import CpoStore
@@ -156,6 +157,7 @@ def test_usage_is_buffered_while_the_dso_is_unreachable_and_replayed_in_order(tm
     clock = Later()
     store = CpoStore(f"sqlite:///{tmp_path / 'cpo.db'}", clock=clock)
     store.add_charge_point(point("cp1"))
+    store.add_charge_point(replace(point("elsewhere"), cable_id="c-unknown"))  # a cable the DSO does not know
     dead = DsoLink(
         OscpClient(wsdl_dir=WSDL_DIR, username="user-a", password=PASSWORD, timeout_s=2),
         MessageLog(),
@@ -164,18 +166,23 @@ def test_usage_is_buffered_while_the_dso_is_unreachable_and_replayed_in_order(tm
     )
     adapter = Adapter(store, dso=dead, clock=clock)
     start = block_floor(datetime.now(UTC)) - 3 * BLOCK  # three blocks ago: measured, and begun for the DSO
-    tx = adapter.transaction_started("cp1", 1, "tag", 1_000, start)
-    for k in range(1, 4):  # 11.04 kW on three phases, 16 A: 2760 Wh per block
-        at = start + k * BLOCK
-        register = MeterSample(at, "Energy.Active.Import.Register", D(1_000 + 2_760 * k), "Wh", None, None)
-        currents = [MeterSample(at, "Current.Import", D(16), "A", f"L{n}", None) for n in (1, 2, 3)]
-        adapter.meter_values("cp1", 1, tx, [register, *currents])
-    adapter.receive([_budgets_in_a()])
+    clock.offset = timedelta(minutes=3)  # the last of them has settled, whenever the test runs
+    for cp_id in ("cp1", "elsewhere"):
+        tx = adapter.transaction_started(cp_id, 1, "tag", 1_000, start)
+        for k in range(1, 4):  # 11.04 kW on three phases, 16 A: 2760 Wh per block
+            at = start + k * BLOCK
+            register = MeterSample(at, "Energy.Active.Import.Register", D(1_000 + 2_760 * k), "Wh", None, None)
+            currents = [MeterSample(at, "Current.Import", D(16), "A", f"L{n}", None) for n in (1, 2, 3)]
+            adapter.meter_values(cp_id, 1, tx, [register, *currents])
+    adapter.receive([_budgets_in_a("c-unknown"), _budgets_in_a()])
     asyncio.run(adapter.report_usage())
     pending = store.pending()
-    assert [i.block_start for i in pending] == [start, start + BLOCK, start + 2 * BLOCK]
-    assert all(i.attempts == 1 and i.last_error for i in pending)
-    assert adapter.status_view()["dso"]["usage_buffered"] == 3
+    for cable_id in ("c-unknown", "c1"):  # each cable's blocks queued in time order
+        assert [i.block_start for i in pending if i.cable_id == cable_id] == [start + k * BLOCK for k in range(3)]
+    assert pending[0].attempts == 1  # the first batch failed; nothing later was tried before it
+    assert "cannot connect" in (pending[0].last_error or "")
+    assert {i.attempts for i in pending[3:]} == {0}
+    assert adapter.status_view()["dso"]["usage_buffered"] == 6
     dead.close()
     store.close()
 
@@ -190,7 +197,10 @@ def test_usage_is_buffered_while_the_dso_is_unreachable_and_replayed_in_order(tm
         )
         adapter = Adapter(store, dso=live, clock=clock)
         asyncio.run(adapter.report_usage())
-        assert store.pending() == []
+        assert store.pending() == []  # the DSO refused c-unknown's (kept as sent with the fault), then took c1's
+        (refused,) = {i.last_error for i in store.outbox("c-unknown")}
+        assert refused is not None
+        assert "UnknownCable" in refused
         with ctx.db.read() as session:
             reported = Repository(session).usage("c1", start, start + 3 * BLOCK)
         # 2760 Wh in a quarter hour = 11.04 kW = 16 A on each phase of a three-phase car
@@ -199,11 +209,9 @@ def test_usage_is_buffered_while_the_dso_is_unreachable_and_replayed_in_order(tm
         store.close()
 
 
-def _budgets_in_a() -> Any:
-    from service.cpo.dso import ReceivedBudgets
-
+def _budgets_in_a(cable_id: str = "c1") -> ReceivedBudgets:
     first = block_floor(datetime.now(UTC))
-    return ReceivedBudgets("c1", "A", {first: D(30)}, D(10))
+    return ReceivedBudgets(cable_id, "A", {first: D(30)}, D(10))
 
 
 def connected_adapter(tmp_path: Path, dso_url: str, **options: Any) -> Adapter:
