@@ -15,15 +15,15 @@ from typing import Any
 
 import flask_smorest
 import marshmallow as ma
-from flask import Flask, Response, jsonify, request, url_for
+from flask import Flask, Response, request, url_for
 from marshmallow import fields, validate
-from sqlalchemy import text as sql
 from werkzeug.exceptions import HTTPException
 
 from service.api import docs
 from service.api.auth import protect
 from service.api.blueprint import Blueprint
 from service.api.errors import error_response, handle_domain_error, handle_http_error, handle_unexpected
+from service.api.health import health_response
 from service.api.schemas import HealthSchema, MessageCountsSchema, Moment, Number, Strict, storable, text
 from service.cpo.adapter import Adapter
 from service.cpo.dso import MessageLog
@@ -290,15 +290,7 @@ def _health(adapter: Adapter) -> Blueprint:
     @blp.alt_response(503, schema=HealthSchema, description="The database does not answer")
     def health() -> Response:
         """Health of the adapter and its database"""
-        try:
-            with adapter.store.engine.connect() as connection:
-                connection.execute(sql("SELECT 1"))
-        except Exception:
-            log.exception("health check: the CPO adapter's database does not answer")
-            response = jsonify(status="unavailable", database="unavailable")
-            response.status_code = 503
-            return response
-        return jsonify(status="ok", database="ok")
+        return health_response(adapter.store.engine, "the CPO adapter's database")
 
     return blp
 
