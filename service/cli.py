@@ -519,6 +519,32 @@ def cmd_cpo_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _register(settings: Settings, adapter_url: str, specs: Sequence[Any], cables: Sequence[str]) -> None:
+    """Register generated charge points with a running adapter (already registered ones are kept)."""
+    import requests
+
+    if not cables:
+        raise UsageError("--register needs --cable CABLE (repeatable): the cables the charge points are on")
+    headers = {"Authorization": f"Bearer {settings.resolved_admin_token()}"}
+    url = f"{adapter_url.rstrip('/')}/api/v1/cpo/charge-points"
+    for n, spec in enumerate(specs):
+        body = {
+            "id": spec.id,
+            "cable_id": cables[n % len(cables)],
+            "max_current_a": float(spec.max_current_a),
+            "phases": spec.phases,
+            "connectors": spec.connectors,
+        }
+        try:
+            reply = requests.post(url, json=body, headers=headers, timeout=10)
+        except requests.RequestException as exc:
+            raise UsageError(f"cannot register charge points at {url}: {exc}") from None
+        if reply.status_code not in (201, 409):
+            raise UsageError(f"registering {spec.id} at {url} failed: HTTP {reply.status_code} {reply.text[:200]}")
+    print(f"registered {len(specs)} charge points at {adapter_url} (without passwords: the adapter must run with ")
+    print("GRIDCAP_CPO_OPEN_CHARGE_POINTS=true; list them with passwords in cpo_charge_points_file otherwise)")
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
     import asyncio
 
@@ -551,6 +577,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         if not args.charge_points:
             raise UsageError("give --charge-points N (or --demo, or set cpo_charge_points_file)")
         specs = fleet_specs(args.charge_points, seed=args.seed)
+        if args.register:
+            _register(settings, args.register, specs, args.cable or [])
     url = args.url or f"ws://127.0.0.1:{settings.ocpp_port}/ocpp"
     print(
         f"simulating {len(specs)} charge points against {url}: {', '.join(s.id for s in specs[:8])}"
@@ -1366,6 +1394,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--demo", action="store_true", help="the demo adapter's charge points (make run)")
     p.add_argument("--url", help="the central system, e.g. ws://127.0.0.1:9000/ocpp (default: GRIDCAP_OCPP_PORT)")
     p.add_argument("--seed", type=int, default=0, help="random seed for cars and arrivals (default 0)")
+    p.add_argument(
+        "--register", metavar="ADAPTER_URL", help="first register them with the adapter, e.g. http://127.0.0.1:8081"
+    )
+    p.add_argument(
+        "--cable", action="append", metavar="CABLE", help="with --register: the cables they are on (repeatable)"
+    )
     p.add_argument("--mean-idle-s", type=float, default=600.0, help="mean wait before a car arrives (default 600)")
     p.add_argument("--mean-stay-s", type=float, default=3600.0, help="mean time a car stays (default 3600)")
     p.add_argument("--meter-interval-s", type=int, default=60, help="MeterValues every N s while charging (60)")
