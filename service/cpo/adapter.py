@@ -89,7 +89,8 @@ class PointState:
     excluded: str | None = None  # why its rating is reserved: it cannot be steered
     unconfirmed: str | None = None  # the last profile was not confirmed (Timeout, Offline, CallError)
     accepted: dict[int, p.ProfilePlan] = field(default_factory=dict)  # per connector (0: ChargePointMax)
-    unanswered: dict[int, list[p.ProfilePlan]] = field(default_factory=dict)  # sent, unconfirmed: may apply
+    unanswered: dict[int, p.ProfilePlan] = field(default_factory=dict)  # the most sent since, unconfirmed
+    tx_rejections: int = 0  # TxProfiles rejected in a row (one may name a transaction that just ended)
     accepted_at: dict[int, datetime] = field(default_factory=dict)
     statuses: dict[int, dict[str, str]] = field(default_factory=dict)
     offered_over: int = 0  # consecutive Current.Offered samples above the limit
@@ -106,6 +107,7 @@ class SessionState:
     energy_wh: Decimal = Decimal(0)
     drawn_a: Decimal | None = None  # the highest phase current in the last sample
     max_drawn_a: Decimal | None = None
+    last_reading_at: datetime | None = None
 
 
 @dataclass
@@ -138,7 +140,8 @@ class Adapter:
         self._points: dict[str, PointState] = {}
         self._sessions: dict[p.Key, SessionState] = {}
         self._limits: dict[p.Key, Decimal] = {}  # the split's limit for the current block, per session
-        self._phases: dict[p.Key, int] = {}  # phases each connector's last car was seen charging on
+        self._phases: dict[p.Key, int] = {}  # phases each connector's car was seen charging on
+        self._block_phases: dict[tuple[str, int, datetime], int] = {}  # ... per block, for its usage
         self._usage_until: dict[str, datetime] = {}  # per cable: blocks before this are queued
         self._decisions: dict[str, dict[datetime, BlockState]] = {}
         self._meter = UsageMeter()
@@ -267,7 +270,8 @@ class Adapter:
         for record in records:
             cp = record.charge_point
             state = self._points.setdefault(cp.id, PointState())
-            if state.excluded is not None:
+            orphaned = any(c > cp.connectors for (i, c) in self._sessions if i == cp.id)
+            if state.excluded is not None or orphaned:  # orphaned: a car on a connector it no longer lists
                 points.append(replace(cp, unresponsive=True))
             elif not state.connected or state.unconfirmed is not None:
                 points.append(self._held(cp, state, now))
@@ -293,7 +297,9 @@ class Adapter:
             stand_in = [replace(cp, unresponsive=True) if cp.id in idle_a else cp for cp in points]
             backups = p.backup_limits(backup.capacity, backup.unit, stand_in)
         kinds = {cp.id: self._points[cp.id].kind for cp in points}
-        return p.plan_profiles(points, sessions, limits, backups, now, kinds=kinds)
+        plans = p.plan_profiles(points, sessions, limits, backups, now, kinds=kinds)
+        # cut to what each charger takes, before comparing with what it accepted
+        return [p.truncated(plan, _max_periods(self._points[plan.charge_point_id].configuration)) for plan in plans]
 
     def _cable_unit(self, cable_id: str) -> Unit:
         backup = self.store.backup(cable_id)
@@ -301,8 +307,16 @@ class Adapter:
         return found[-1].unit if found else backup.unit if backup else Unit.AMPERE
 
     def _lowering_step(self, plan: p.ProfilePlan, now: datetime) -> p.ProfilePlan:
-        accepted = self._known_in_force(plan)
-        return plan if accepted is None or accepted.kind is not plan.kind else p.pointwise_min(plan, accepted, now)
+        """`plan` where it lowers, elsewhere nothing above what the charger may apply now (accepted, or sent
+        since without an answer); with nothing accepted it may be unlimited and the whole plan lowers."""
+        state = self._points[plan.charge_point_id]
+        step = state.accepted.get(plan.connector_id)
+        if step is None:
+            return plan
+        ceiling = state.unanswered.get(plan.connector_id)
+        if ceiling is not None:
+            step = p.pointwise(step, ceiling, now, max)
+        return p.pointwise_min(plan, step, now)
 
     def _held(self, cp: p.ChargePoint, state: PointState, now: datetime) -> p.ChargePoint:
         """A charge point the adapter cannot steer now, reserved at what it may still draw: the highest
@@ -313,7 +327,8 @@ class Adapter:
             accepted = state.accepted.get(slot)
             if accepted is None:
                 return rating_a
-            return max(p.highest_from(plan, now) for plan in [accepted, *state.unanswered.get(slot, [])])
+            ceiling = state.unanswered.get(slot)
+            return max(p.highest_from(plan, now) for plan in (accepted, ceiling) if plan is not None)
 
         if state.kind is p.ProfileKind.CHARGE_POINT_MAX:
             held = most(0, cp.rating_a)
@@ -375,7 +390,6 @@ class Adapter:
             session = self._sessions.get(plan.key)
             state = self._points.setdefault(plan.charge_point_id, PointState())
             stack_level = _stack_level(state.configuration)
-            plan = p.truncated(plan, _max_periods(state.configuration))
         transaction_id = session.transaction_id if session is not None else None
         if plan.kind is p.ProfileKind.TX and transaction_id is None:
             return False  # the car left meanwhile: recompute
@@ -399,7 +413,11 @@ class Adapter:
                 state.accepted_at[plan.connector_id] = now
                 state.unanswered.pop(plan.connector_id, None)
                 state.unconfirmed = None
+                state.tx_rejections = 0
                 state.offered_over = 0
+            elif status == "Rejected" and plan.kind is p.ProfileKind.TX and state.tx_rejections < 1:
+                state.tx_rejections += 1  # the car may just have left: only a second refusal counts
+                detail = "Rejected: retried once before the charge point is excluded"
             elif status in ("Rejected", "NotSupported"):
                 following = p.next_kind(plan.kind)
                 if following is None:
@@ -413,7 +431,10 @@ class Adapter:
             else:
                 state.unconfirmed = status
                 if plan.connector_id in state.accepted:  # it may have applied this one without answering
-                    state.unanswered.setdefault(plan.connector_id, []).append(plan)
+                    ceiling = state.unanswered.get(plan.connector_id)
+                    state.unanswered[plan.connector_id] = (
+                        plan if ceiling is None else p.pointwise(plan, ceiling, now, max)
+                    )
                 detail = f"{status}: held at the most its profiles allow"
         self.store.record_profile(
             plan.charge_point_id,
@@ -525,7 +546,7 @@ class Adapter:
             self._forget_tx_profile(charge_point_id, connector_id)
             self._phases.pop((charge_point_id, connector_id), None)  # a new car
             self._sessions[(charge_point_id, connector_id)] = SessionState(
-                transaction_id, charge_point_id, connector_id, id_tag, at, meter_start_wh
+                transaction_id, charge_point_id, connector_id, id_tag, at, meter_start_wh, last_reading_at=at
             )
             self._meter.reading(charge_point_id, connector_id, at, meter_start_wh)
         self.touch(record.charge_point.cable_id)
@@ -534,7 +555,16 @@ class Adapter:
     def transaction_stopped(
         self, charge_point_id: str, transaction_id: int, meter_stop_wh: int, at: datetime, reason: str | None
     ) -> None:
-        tx = self.store.stop_transaction(transaction_id, meter_stop_wh, at, reason)
+        known = self.store.get_transaction(transaction_id)
+        if known is None or known.charge_point_id != charge_point_id:
+            log.warning("charge point %s stopped unknown transaction %s; ignored", charge_point_id, transaction_id)
+            return
+        at = max(at, known.started_at)  # a clock corrected mid-session must not keep the session alive
+        try:
+            tx = self.store.stop_transaction(transaction_id, meter_stop_wh, at, reason)
+        except Conflict as exc:  # stopped before with other values: the first stop stands
+            log.warning("charge point %s: %s", charge_point_id, exc.message)
+            tx = known
         with self._lock:
             key = (tx.charge_point_id, tx.connector_id)
             if key in self._sessions and self._sessions[key].transaction_id == transaction_id:
@@ -558,15 +588,28 @@ class Adapter:
         if record is None:
             return
         cp = record.charge_point
+        key = (charge_point_id, connector_id)
         with self._lock:
-            session = self._sessions.get((charge_point_id, connector_id))
-            phases = self._phases.get((charge_point_id, connector_id)) or cp.phases
-            self._meter.add(charge_point_id, connector_id, samples, voltage_v=cp.voltage_v, phases=phases)
+            session = self._sessions.get(key)
             if session is not None:
                 seen = _observe(session, samples)
                 if seen is not None:  # a car does not change its phases during a session
-                    key = (charge_point_id, connector_id)
                     self._phases[key] = max(seen, self._phases.get(key, 0))
+            # Usage converts with the same phases both ways; unknown counts as 1, the most current
+            phases = min(self._phases.get(key, 1), cp.phases) if session is not None else 1
+            self._meter.add(charge_point_id, connector_id, samples, voltage_v=cp.voltage_v, phases=phases)
+            # the readings close the interval since the last ones: its blocks were drawn on these phases
+            latest = max((s.at for s in samples), default=None)
+            if latest is not None:
+                block = block_floor(session.last_reading_at if session and session.last_reading_at else latest)
+                for _ in range(96):  # a day at most: a charger that was silent longer reports nothing new
+                    if block > latest:
+                        break
+                    slot = (charge_point_id, connector_id, block)
+                    self._block_phases[slot] = max(phases, self._block_phases.get(slot, 0))
+                    block += BLOCK
+                if session is not None:
+                    session.last_reading_at = max(latest, session.last_reading_at or latest)
             offered = [s.value for s in samples if s.measurand == CURRENT_OFFERED and s.unit == "A"]
             state = self._points.setdefault(charge_point_id, PointState())
             limit = self._limit_in_force(state, connector_id, samples[0].at if samples else self.clock())
@@ -624,30 +667,42 @@ class Adapter:
         dso = self.dso
         assert dso is not None  # noqa: S101
         while not stop.is_set():
-            try:
-                if not self.dso_state.forecasts_pulled:
-                    pulled = await self._dso_call("pulling the capacity forecasts", dso.capacity_forecasts)
-                    if pulled is not None:
-                        self.receive(pulled)
-                        self.dso_state.forecasts_pulled = True
-                interval = await self._dso_call("heartbeat to the DSO", dso.heartbeat)
-                if interval is not None and interval > 0:
-                    self.dso_state.heartbeat_interval_s = int(interval)
-            except Exception as exc:  # e.g. forecasts the adapter cannot keep: say so, keep the heartbeats
-                log.exception("talking to the DSO failed")
-                with self._lock:
-                    self.dso_state.last_error = str(exc)
+            if not self.dso_state.forecasts_pulled:
+                await self._logged(self._pull_forecasts(dso), "pulling the capacity forecasts")
+            await self._logged(self._heartbeat(dso), "the heartbeat to the DSO")
             wait_s = self.dso_state.heartbeat_interval_s if self.dso_state.forecasts_pulled else 10
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), wait_s)
+
+    async def _pull_forecasts(self, dso: DsoLink) -> None:
+        pulled = await self._dso_call("pulling the capacity forecasts", dso.capacity_forecasts)
+        if pulled is not None:
+            self.receive(pulled)
+            self.dso_state.forecasts_pulled = True
+
+    async def _heartbeat(self, dso: DsoLink) -> None:
+        interval = await self._dso_call("heartbeat to the DSO", dso.heartbeat)
+        if interval is not None and interval > 0:
+            self.dso_state.heartbeat_interval_s = int(interval)
+
+    async def _logged(self, work: Coroutine[Any, Any, None], what: str) -> None:
+        """Run `work`; a failure is logged and shown in the status, and does not stop what follows."""
+        try:
+            await work
+        except Exception as exc:
+            log.exception("%s failed", what)
+            with self._lock:
+                self.dso_state.last_error = f"{what} failed: {exc}"
 
     async def report_usage(self) -> None:
         """Queue every closed block's usage on disk, then replay the queue to the DSO in order."""
         now = self.clock()
         with self._lock:
             points = [r.charge_point for r in self.store.charge_points()]
-            usage = block_usage(self._meter, points, now=now, phases_in_use=self._phases, settle=USAGE_SETTLE)
-            self._meter.forget_before(block_floor(now) - timedelta(hours=6))
+            usage = block_usage(self._meter, points, now=now, block_phases=self._block_phases, settle=USAGE_SETTLE)
+            horizon = block_floor(now) - timedelta(hours=6)
+            self._meter.forget_before(horizon)
+            self._block_phases = {k: v for k, v in self._block_phases.items() if k[2] >= horizon}
         units = self._cable_units()
         for cable_id, blocks in usage.items():
             unit = units.get(cable_id)
@@ -658,7 +713,8 @@ class Adapter:
             if fresh:  # a queued block is final: later readings do not rewrite it
                 self.store.enqueue_usage(cable_id, fresh, unit)
                 self._usage_until[cable_id] = max(fresh) + BLOCK
-        await self._replay_usage()
+        if self.dso is not None:
+            await self._replay_usage()
 
     async def _replay_usage(self) -> None:
         dso = self.dso
@@ -702,16 +758,23 @@ class Adapter:
         assert dso is not None  # noqa: S101
         now = self.clock()
         for cable_id, unit in self._cable_units().items():
-            with self._lock:
-                decision = self._decide(cable_id, unit, now)
-            if decision is None:
-                continue
-            for adjustment in decision.adjustments:
-                ask = partial(dso.request, cable_id, unit.value, dict(adjustment.blocks))
-                answer = await self._dso_call(f"{adjustment.kind} on cable {cable_id}", ask)
-                if answer is not None:
-                    log.info("%s on cable %s: %s %s", adjustment.kind, cable_id, answer.status, answer.reason or "")
-                    self.receive([answer.budgets])
+            await self._logged(self._adjust(dso, cable_id, unit, now), f"adjusting cable {cable_id}")
+
+    async def _adjust(self, dso: DsoLink, cable_id: str, unit: Unit, now: datetime) -> None:
+        with self._lock:
+            before = self._decisions.get(cable_id, {})
+            decision = self._decide(cable_id, unit, now)
+        if decision is None:
+            return
+        for adjustment in decision.adjustments:
+            ask = partial(dso.request, cable_id, unit.value, dict(adjustment.blocks))
+            answer = await self._dso_call(f"{adjustment.kind} on cable {cable_id}", ask)
+            if answer is None:  # not delivered: ask again next time, not after the cool-down
+                with self._lock:
+                    self._decisions[cable_id] = before
+                return
+            log.info("%s on cable %s: %s %s", adjustment.kind, cable_id, answer.status, answer.reason or "")
+            self.receive([answer.budgets])
 
     def _decide(self, cable_id: str, unit: Unit, now: datetime) -> Decision | None:
         points = [r.charge_point for r in self.store.charge_points(cable_id)]
@@ -747,6 +810,10 @@ class Adapter:
         return self.charge_point_view(record.charge_point.id)
 
     def update_charge_point(self, cp: p.ChargePoint) -> dict[str, Any]:
+        with self._lock:
+            busy = sorted(c for (i, c) in self._sessions if i == cp.id and c > cp.connectors)
+        if busy:
+            raise Conflict(f"charge point {cp.id} has a car on connector {busy[0]}; lower connectors once it has left")
         old = self.store.get_charge_point(cp.id)
         self.store.update_charge_point(cp)
         self.touch(cp.cable_id, *([old.charge_point.cable_id] if old else []))

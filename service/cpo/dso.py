@@ -7,6 +7,7 @@ role: UpdateCableCapacityForecast and Heartbeat. The DSO identifies itself with 
 Outbound calls go through OscpClient (zeep for SOAP, the JSON codec for JSON) and are recorded.
 """
 
+import logging
 import threading
 import time
 from collections import Counter, deque
@@ -24,6 +25,7 @@ from service.oscp.v1.client import CallFailed, OscpClient
 from service.oscp.v1.gateway import WSDL_DIR, Role
 from service.security import same_secret
 
+log = logging.getLogger("gridcap.cpo")
 DSO_CALLER = "dso"
 _R = TypeVar("_R")
 MAX_RECORDS = 2_000
@@ -193,7 +195,13 @@ class DsoLink:
 
     def capacity_forecasts(self) -> list[ReceivedBudgets]:
         reply = self._call("GetCapacityForecast", m.GetCapacityForecastRequest(), m.GetCapacityForecastResponse)
-        return [budgets_of(f) for f in reply.capacity_forecast]
+        kept = []
+        for forecast in reply.capacity_forecast:
+            try:
+                kept.append(budgets_of(forecast))
+            except InvalidInput as exc:  # one cable the adapter cannot keep must not cost it the others
+                log.error("the DSO's forecast for cable %s is not kept: %s", forecast.cable_id, exc.message)  # noqa: TRY400
+        return kept
 
     def request(self, cable_id: str, unit: str, blocks: dict[datetime, Decimal]) -> Adjusted:
         """Ask for these budgets (more or less than now): the DSO answers with the budgets it decided."""
@@ -217,7 +225,11 @@ class DsoLink:
         except CallFailed as exc:
             outcome = exc.fault.code.value if exc.fault else "Unreachable"
             self._record(operation, outcome, started, str(exc))
-            refused = exc.fault is not None and exc.fault.code is not m.FaultCode.INTERNAL_ERROR
+            # only an unknown or unsubscribed cable is final; a rate limit or a login being changed pass
+            refused = exc.fault is not None and exc.fault.code in (
+                m.FaultCode.UNKNOWN_CABLE,
+                m.FaultCode.NOT_SUBSCRIBED,
+            )
             raise (DsoRefused if refused else DsoUnreachable)(str(exc)) from None
         self._record(operation, "ok", started, None)
         if not isinstance(reply, expected):  # the client decodes by operation: a bug if this fails

@@ -397,6 +397,7 @@ def block_usage(
     now: datetime,
     phases_in_use: Mapping[Key, int] | None = None,
     since: datetime | None = None,
+    block_phases: Mapping[tuple[str, int, datetime], int] | None = None,
     settle: timedelta = timedelta(0),
 ) -> dict[str, dict[datetime, BlockUsage]]:
     """Usage per cable per closed block: ended at least `settle` before `now` (time for the readings at
@@ -405,7 +406,8 @@ def block_usage(
     The current convention: a cable budget in A is "this current on each phase", and without knowing
     the phase rotation the adapter assumes every car loads L1. So a cable's usage in A is the sum over
     connectors of the average current per phase each drew: kW * 1000 / (voltage * phases in use), with
-    the phases from `phases_in_use` (missing: 1, the highest current for the power). A three-phase car
+    the phases from `block_phases` per (charge point, connector, block), else `phases_in_use` per
+    connector (missing: 1, the highest current for the power). A three-phase car
     drawing 11.04 kW at 230 V counts 16 A, a one-phase car drawing 3.68 kW also 16 A: 32 A in all.
 
     A charge point's connectors 1..n are used where they have data for the block, else its connector 0
@@ -435,7 +437,7 @@ def block_usage(
             cable_current = current.setdefault(cp.cable_id, {})
             for c in used:
                 wh = per_connector[c][start]
-                phases = phases_in_use.get((cp.id, c), 1)
+                phases = (block_phases or {}).get((cp.id, c, start)) or phases_in_use.get((cp.id, c), 1)
                 if isinstance(phases, bool) or phases not in (1, 2, 3):
                     raise InvalidInput(f"phases in use on {cp.id} connector {c} must be 1, 2 or 3, got {phases!r}")
                 # average power over the block: wh * 4 W; per phase: / (voltage * phases)

@@ -21,12 +21,13 @@ The computation runs on integers: currents in 0.1 A (deciampere, "da"); KW loads
 with voltages on the 0.01 V grid (0.1 A x 0.01 V = 1 mW).
 """
 
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal, InvalidOperation
 from enum import StrEnum
 from itertools import pairwise
+from typing import Any
 
 from service.domain.blocks import BLOCK, aligned, as_utc
 from service.domain.errors import InvalidInput
@@ -476,6 +477,7 @@ def _periods(
     now: datetime,
     backup_a: Decimal,
     phases: int,
+    skew: timedelta,
 ) -> tuple[Period, ...]:
     periods: list[Period] = []
 
@@ -494,7 +496,26 @@ def _periods(
         if block_start + BLOCK > start_schedule:
             add(block_start - start_schedule, limit_a)
     add(first_start + len(limits) * BLOCK - start_schedule, backup_a)  # never expires
-    return tuple(periods)
+    return _skewed(periods, int(skew.total_seconds()))
+
+
+def _skewed(periods: list[Period], skew_s: int) -> tuple[Period, ...]:
+    """Rises a little later, falls a little earlier: a charger whose clock is off by up to `skew_s` still
+    never applies a block's higher limit while its neighbour's lower one should hold. Per charge point the
+    limit is then at most the lower of two neighbouring blocks around each boundary, so the sum over
+    charge points stays within both blocks' budgets."""
+    out: list[Period] = [periods[0]]
+    for before, period in pairwise(periods):
+        start = period.start_period_s + (skew_s if period.limit_a > before.limit_a else -skew_s)
+        if start <= out[-1].start_period_s:  # a fall reaching back over the previous step: that step takes it
+            out[-1] = replace(out[-1], limit_a=min(out[-1].limit_a, period.limit_a))
+        else:
+            out.append(replace(period, start_period_s=start))
+    merged = [out[0]]
+    for period in out[1:]:
+        if period.limit_a != merged[-1].limit_a:
+            merged.append(period)
+    return tuple(merged)
 
 
 def plan_profiles(
@@ -524,7 +545,12 @@ def plan_profiles(
         if after - before != BLOCK:
             raise InvalidInput(f"blocks must follow each other; {before.isoformat()} to {after.isoformat()} is not")
     first_start = aligned(starts[0], "block") if starts else start_schedule
-    timing = {"first_start": first_start, "start_schedule": start_schedule, "now": utc_now}
+    timing: dict[str, Any] = {
+        "first_start": first_start,
+        "start_schedule": start_schedule,
+        "now": utc_now,
+        "skew": skew,
+    }
     points = {cp.id: cp for cp in charge_points if not cp.unresponsive}
     by_connector: dict[str, dict[int, list[Decimal]]] = {cp_id: {} for cp_id in points}
     zero = _amps(0)
@@ -649,12 +675,19 @@ def lowers(new: ProfilePlan, old: ProfilePlan | None, moment: datetime) -> bool:
 def pointwise_min(new: ProfilePlan, old: ProfilePlan, moment: datetime) -> ProfilePlan:
     """`new` where it is lower than `old`, `old` elsewhere, from `moment` on: the first step of a change
     that lowers some blocks and raises others, so that nothing rises before every lowering is in force."""
+    return pointwise(new, old, moment, min)
+
+
+def pointwise(
+    new: ProfilePlan, old: ProfilePlan, moment: datetime, pick: Callable[[Decimal, Decimal], Decimal]
+) -> ProfilePlan:
+    """A plan on `new`'s schedule whose limit at every moment from `moment` on is pick(new's, old's)."""
     utc = as_utc(moment, "moment")
     times = sorted({utc} | {at for at, _ in _changes(new, utc)} | {at for at, _ in _changes(old, utc)})
     periods: list[Period] = []
     phases = new.periods[0].number_phases
     for at in times:
-        limit_a = min(limit_at(new, at), limit_at(old, at))
+        limit_a = pick(limit_at(new, at), limit_at(old, at))
         if not periods:
             periods.append(Period(0, limit_a, phases))
         elif periods[-1].limit_a != limit_a:

@@ -23,6 +23,7 @@ from service.cpo.ledger import MeterSample
 from service.cpo.simulator import Fleet
 from service.cpo.store import CpoStore
 from service.domain.blocks import BLOCK, block_floor
+from service.domain.errors import Conflict
 from service.domain.model import Binding
 from service.oscp.v1.client import OscpClient
 from service.oscp.v1.gateway import WSDL_DIR
@@ -35,6 +36,7 @@ from service.usecases import Context, cpos, grid
 from service.usecases import oscp as dso_oscp
 
 D = Decimal
+ENERGY = "Energy.Active.Import.Register"
 
 
 @contextmanager
@@ -286,3 +288,72 @@ def test_the_dso_is_offline_after_three_silent_heartbeat_intervals_and_the_budge
     assert _known(adapter, first) == 30  # what the DSO said still counts; the backup follows it
     assert adapter.budgets_view()[0]["backup_capacity"] == 10
     store.close()
+
+
+def test_stop_transaction_always_ends_the_session(tmp_path: Path) -> None:
+    store = CpoStore(f"sqlite:///{tmp_path / 'cpo.db'}")
+    store.add_charge_point(point("cp1", connectors=2))
+    adapter = Adapter(store, dso=None)
+    now = datetime.now(UTC)
+    tx = adapter.transaction_started("cp1", 2, "tag", 100, now)
+    # a charger whose clock was corrected mid-session stops "before" it started
+    adapter.transaction_stopped("cp1", tx, 200, now - timedelta(minutes=5), "Local")
+    assert adapter.sessions_view() == []
+    assert store.get_transaction(tx).stopped_at == now  # type: ignore[union-attr]
+    adapter.transaction_stopped("cp1", tx + 99, 300, now, None)  # unknown: logged and ignored
+    adapter.transaction_stopped("cp1", tx, 999, now + timedelta(minutes=1), None)  # another stop: the first stands
+    assert store.get_transaction(tx).meter_stop_wh == 200  # type: ignore[union-attr]
+    # a charge point cannot lose the connector a car is on
+    again = adapter.transaction_started("cp1", 2, "tag", 300, now)
+    with pytest.raises(Conflict, match="connector 2"):
+        adapter.update_charge_point(point("cp1", connectors=1))
+    adapter.transaction_stopped("cp1", again, 400, now, None)
+    assert adapter.update_charge_point(point("cp1", connectors=1))["connectors"] == 1
+    store.close()
+
+
+def test_usage_of_each_block_uses_the_phases_of_the_car_that_drew_it(tmp_path: Path) -> None:
+    clock = Later()
+    store = CpoStore(f"sqlite:///{tmp_path / 'cpo.db'}", clock=clock)
+    store.add_charge_point(point("cp1"))
+    adapter = Adapter(store, dso=None, clock=clock)
+    adapter.receive([_budgets_in_a()])
+    start = block_floor(datetime.now(UTC)) - 2 * BLOCK
+    clock.offset = timedelta(minutes=3)
+    # a 3-phase car at 16 A for a block (2760 Wh), then a 1-phase car at 16 A for the next (920 Wh)
+    for begin, wh, lines in ((start, 2_760, (1, 2, 3)), (start + BLOCK, 920, (1,))):
+        tx = adapter.transaction_started("cp1", 1, "tag", 10_000, begin)
+        at = begin + BLOCK - timedelta(seconds=1)
+        samples = [MeterSample(at, "Energy.Active.Import.Register", D(10_000 + wh), "Wh", None, None)]
+        samples += [MeterSample(at, "Current.Import", D(16), "A", f"L{n}", None) for n in lines]
+        adapter.meter_values("cp1", 1, tx, samples)
+        adapter.transaction_stopped("cp1", tx, 10_000 + wh, at, None)
+    asyncio.run(adapter.report_usage())  # no DSO here: the blocks wait in the queue
+    queued = {i.block_start: i.value for i in store.pending()}
+    assert queued == {start: D(16), start + BLOCK: D(16)}
+    store.close()
+
+
+def test_usage_the_dso_refuses_for_now_stays_queued(tmp_path: Path) -> None:
+    clock = Later()
+    with dso_running(tmp_path) as (ctx, dso_url):
+        make_grid(ctx)
+        store = CpoStore(f"sqlite:///{tmp_path / 'cpo.db'}", clock=clock)
+        store.add_charge_point(point("cp1"))
+        wrong = DsoLink(
+            OscpClient(wsdl_dir=WSDL_DIR, username="user-a", password="not the password"),  # noqa: S106
+            MessageLog(),
+            url=dso_endpoint(dso_url, "soap11"),
+            binding="soap11",
+        )
+        adapter = Adapter(store, dso=wrong, clock=clock)
+        adapter.receive([_budgets_in_a()])
+        start = block_floor(datetime.now(UTC)) - BLOCK
+        clock.offset = timedelta(minutes=3)
+        tx = adapter.transaction_started("cp1", 1, "tag", 0, start)
+        adapter.meter_values("cp1", 1, tx, [MeterSample(start + BLOCK, ENERGY, D(2_760), "Wh", None, None)])
+        asyncio.run(adapter.report_usage())
+        (queued,) = store.pending()  # NotAuthorized (a login being changed) passes: the row waits
+        assert "NotAuthorized" in (queued.last_error or "")
+        wrong.close()
+        store.close()

@@ -190,7 +190,8 @@ class TestProfileExamples:
         assert plan.connector_id == 0
         assert plan.start_schedule == T0 + timedelta(minutes=6)  # 12:07:30 to the minute, minus 60 s
         # 12:15 is 540 s after 12:06, 12:30 is 1440 s, the horizon ends at 12:45 = 2340 s
-        assert plan.periods == (Period(0, D(10), 3), Period(1440, D(16), 3), Period(2340, D(8), 3))
+        # rises a minute later, falls a minute earlier (clock skew): 1440 + 60 and 2340 - 60
+        assert plan.periods == (Period(0, D(10), 3), Period(1500, D(16), 3), Period(2280, D(8), 3))
         schedule = plan.charging_schedule()
         assert schedule["chargingRateUnit"] == "A"
         assert schedule["startSchedule"] == "2026-11-24T12:06:00Z"
@@ -201,18 +202,18 @@ class TestProfileExamples:
         limits = {T0: {("a", 1): D(6), ("a", 2): D(14)}}
         sessions = [Session("a", 1, 1), Session("a", 2, 3)]
         [whole] = plan_profiles([point], sessions, limits, {"a": D(13)}, T0)
-        assert whole.periods == (Period(0, D(20), 3), Period(960, D(13), 3))
+        assert whole.periods == (Period(0, D(20), 3), Period(900, D(13), 3))  # the fall a minute early
         per_connector = plan_profiles([point], sessions, limits, {"a": D(13)}, T0, kinds={"a": ProfileKind.TX_DEFAULT})
         # the 13 A backup is 6.5 A per connector; the 1-phase car's profile says 1 phase
         assert [(p.connector_id, p.periods) for p in per_connector] == [
-            (1, (Period(0, D(6), 1), Period(960, D("6.5"), 1))),
-            (2, (Period(0, D(14), 3), Period(960, D("6.5"), 3))),
+            (1, (Period(0, D(6), 1), Period(1020, D("6.5"), 1))),  # a rise: a minute late
+            (2, (Period(0, D(14), 3), Period(900, D("6.5"), 3))),  # a fall: a minute early
         ]
 
     def test_tx_profiles_only_where_a_car_is_and_none_for_unresponsive_points(self) -> None:
         points = [cp("a", connectors=2), cp("u", unresponsive=True)]
         plans = plan_profiles(points, [Session("a", 2, 3)], {T0: {("a", 2): D(8)}}, {}, T0, kinds={"a": ProfileKind.TX})
-        assert [(p.key, p.periods) for p in plans] == [(("a", 2), (Period(0, D(8), 3), Period(960, D(0), 3)))]
+        assert [(p.key, p.periods) for p in plans] == [(("a", 2), (Period(0, D(8), 3), Period(900, D(0), 3)))]
 
     def test_backup_obeys_the_rating_and_the_6_a_rule(self) -> None:
         [low] = plan_profiles([cp("a", 16)], [], {}, {"a": D("5.9")}, T0)
@@ -447,13 +448,13 @@ def test_schedules_follow_the_blocks_and_end_on_the_backup(
         share = backup_a if plan.connector_id == 0 else backup_a / point.connectors
         backup = floor01(min(share, rating))
         assert plan.periods[-1].limit_a == (backup if backup >= 6 else 0), "the last period must be the backup"
-        assert limit_at(plan, max(horizon_end, plan.start_schedule)) == plan.periods[-1].limit_a
-        if rows and now < T0:  # until a horizon that starts later, the safe value
+        skew = timedelta(seconds=60)  # rises come this much later, falls this much earlier
+        assert limit_at(plan, max(horizon_end + skew, plan.start_schedule)) == plan.periods[-1].limit_a
+        if rows and now < T0 - skew:  # until a horizon that starts later, the safe value
             assert limit_at(plan, plan.start_schedule) == plan.periods[-1].limit_a
+        wanted_at: list[tuple[datetime, datetime, Decimal]] = []
         for k in range(len(rows)):
             start = T0 + k * Q
-            if start + Q <= plan.start_schedule:
-                continue
             wanted = sum(
                 (
                     limit
@@ -462,7 +463,18 @@ def test_schedules_follow_the_blocks_and_end_on_the_backup(
                 ),
                 D(0),
             )
-            assert limit_at(plan, max(start, plan.start_schedule)) == floor01(wanted), f"block {k} of {plan.key}"
+            wanted_at.append((start, start + Q, floor01(wanted)))
+            middle = max(start + skew, plan.start_schedule)
+            if middle < start + Q - skew:  # away from the boundaries: exactly the block's limit
+                assert limit_at(plan, middle) == floor01(wanted), f"block {k} of {plan.key}"
+        # never above any block's limit within the skew of a moment (a charger's clock may be that far off)
+        for k in range(0, 130 * 60, 20):
+            moment = T0 - timedelta(minutes=20) + timedelta(seconds=k)
+            if moment < now:  # the profile arrives now; what it says of the past does not apply
+                continue
+            near = [w for a, b, w in wanted_at if a - skew <= moment < b + skew]
+            if near:
+                assert limit_at(plan, moment) <= min(near), f"{plan.key} at {moment}"
 
 
 def timeline_plan(start_offset_s: int, steps: list[tuple[int, int]]) -> ProfilePlan:
