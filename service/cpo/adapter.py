@@ -52,6 +52,10 @@ from service.domain.units import Unit
 log = logging.getLogger("gridcap.cpo")
 
 USAGE_SETTLE = timedelta(minutes=2)  # a block's closing meter readings arrive before it is reported
+RETRY_FIRST, RETRY_MOST = (
+    timedelta(seconds=30),
+    timedelta(minutes=10),
+)  # charge points that do not answer  # a block's closing meter readings arrive before it is reported
 CURRENT_IMPORT = "Current.Import"
 CURRENT_OFFERED = "Current.Offered"
 ENERGY_REGISTER = "Energy.Active.Import.Register"
@@ -91,6 +95,8 @@ class PointState:
     accepted: dict[int, p.ProfilePlan] = field(default_factory=dict)  # per connector (0: ChargePointMax)
     unanswered: dict[int, p.ProfilePlan] = field(default_factory=dict)  # the most sent since, unconfirmed
     tx_rejections: int = 0  # TxProfiles rejected in a row (one may name a transaction that just ended)
+    silent: int = 0  # profiles in a row without an answer
+    retry_at: datetime | None = None  # when a charge point that did not answer is tried again
     accepted_at: dict[int, datetime] = field(default_factory=dict)
     statuses: dict[int, dict[str, str]] = field(default_factory=dict)
     offered_over: int = 0  # consecutive Current.Offered samples above the limit
@@ -167,7 +173,7 @@ class Adapter:
         self.ocpp_port = await self.central.start(ocpp_host, ocpp_port)
         self.ready.set()
         self._spawn(self._enforcer(stop))
-        self._spawn(self._every(stop, self.settings.recompute_every_s, self._recompute_all))
+        self._spawn(self._every(stop, self.settings.recompute_every_s, self.recompute_all))
         if self.dso is not None:
             self._spawn(self._dso_heartbeats(stop))
             self._spawn(self._every(stop, self.settings.usage_every_s, self.report_usage))
@@ -200,10 +206,13 @@ class Adapter:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), every_s)
 
-    async def _recompute_all(self) -> None:
-        with self._lock:  # those that did not answer get another chance (held again if they fail again)
+    async def recompute_all(self) -> None:
+        """Every cable again; charge points that did not answer get another chance once their back-off
+        has passed (they are held again if they fail again)."""
+        now = self.clock()
+        with self._lock:
             for state in self._points.values():
-                if state.connected:
+                if state.connected and (state.retry_at is None or now >= state.retry_at):
                     state.unconfirmed = None
         self.touch_all()
 
@@ -414,6 +423,7 @@ class Adapter:
                 state.unanswered.pop(plan.connector_id, None)
                 state.unconfirmed = None
                 state.tx_rejections = 0
+                state.silent, state.retry_at = 0, None
                 state.offered_over = 0
             elif status == "Rejected" and plan.kind is p.ProfileKind.TX and state.tx_rejections < 1:
                 state.tx_rejections += 1  # the car may just have left: only a second refusal counts
@@ -430,6 +440,8 @@ class Adapter:
                     log.info("charge point %s answered %s to %s; %s", plan.charge_point_id, status, plan.kind, detail)
             else:
                 state.unconfirmed = status
+                state.silent += 1  # back off: 30 s, 1 min, 2 min ... at most 10 min between tries
+                state.retry_at = now + min(RETRY_FIRST * 2 ** (state.silent - 1), RETRY_MOST)
                 if plan.connector_id in state.accepted:  # it may have applied this one without answering
                     ceiling = state.unanswered.get(plan.connector_id)
                     state.unanswered[plan.connector_id] = (
@@ -509,13 +521,13 @@ class Adapter:
     def booted(self, charge_point_id: str, vendor: str, model: str, firmware: str | None) -> None:
         """A (re)boot: it may have lost its profiles, and may now follow them: start afresh."""
         with self._lock:
-            state = self._points.setdefault(charge_point_id, PointState())
-            state.boot = {"vendor": vendor, "model": model, "firmware": firmware}
-            state.kind = p.ProfileKind.CHARGE_POINT_MAX
-            state.excluded = None
-            state.unconfirmed = None
-            state.accepted = {}
-            state.connected = True
+            known = self._points.get(charge_point_id, PointState())
+            self._points[charge_point_id] = PointState(
+                connected=True,
+                boot={"vendor": vendor, "model": model, "firmware": firmware},
+                configuration=known.configuration,
+                statuses=known.statuses,
+            )
         self._touch_point(charge_point_id)
 
     def configured(self, charge_point_id: str, configuration: dict[str, str]) -> None:

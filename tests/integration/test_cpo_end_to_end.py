@@ -357,3 +357,24 @@ def test_usage_the_dso_refuses_for_now_stays_queued(tmp_path: Path) -> None:
         assert "NotAuthorized" in (queued.last_error or "")
         wrong.close()
         store.close()
+
+
+def test_a_charge_point_that_does_not_answer_is_tried_again_with_back_off(tmp_path: Path) -> None:
+    clock = Later()
+    store = CpoStore(f"sqlite:///{tmp_path / 'cpo.db'}", clock=clock)
+    store.add_charge_point(point("cp1"))
+    adapter = Adapter(store, dso=None, clock=clock)  # its central system has no connections: Offline
+    adapter.receive([_budgets_in_a()])
+    adapter.connected("cp1")
+
+    def tries() -> int:
+        return len(store.recent_profiles(charge_point_id="cp1"))
+
+    asyncio.run(adapter.enforce("c1"))
+    assert (tries(), adapter.charge_point_view("cp1")["unconfirmed"]) == (1, "Offline")
+    for wait_s, expected in ((29, 1), (2, 2), (59, 2), (2, 3), (119, 3), (2, 4)):  # 30 s, 1 min, 2 min
+        clock.offset += timedelta(seconds=wait_s)
+        asyncio.run(adapter.recompute_all())
+        asyncio.run(adapter.enforce("c1"))
+        assert tries() == expected, (clock.offset, tries())
+    store.close()
