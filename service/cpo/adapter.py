@@ -52,6 +52,7 @@ from service.domain.units import Unit
 log = logging.getLogger("gridcap.cpo")
 
 USAGE_SETTLE = timedelta(minutes=2)  # a block's closing meter readings arrive before it is reported
+READINGS_REACH_BACK, READINGS_REACH_AHEAD = timedelta(days=2), timedelta(minutes=15)  # plausible clocks
 RETRY_FIRST, RETRY_MOST = (
     timedelta(seconds=30),
     timedelta(minutes=10),
@@ -560,7 +561,8 @@ class Adapter:
             self._sessions[(charge_point_id, connector_id)] = SessionState(
                 transaction_id, charge_point_id, connector_id, id_tag, at, meter_start_wh, last_reading_at=at
             )
-            self._meter.reading(charge_point_id, connector_id, at, meter_start_wh)
+            if self._plausible(charge_point_id, [at]):
+                self._meter.reading(charge_point_id, connector_id, at, meter_start_wh)
         self.touch(record.charge_point.cable_id)
         return transaction_id
 
@@ -583,8 +585,21 @@ class Adapter:
                 del self._sessions[key]
             self._limits.pop(key, None)
             self._forget_tx_profile(tx.charge_point_id, tx.connector_id)
-            self._meter.reading(tx.charge_point_id, tx.connector_id, at, meter_stop_wh)
+            if self._plausible(charge_point_id, [at]):
+                self._meter.reading(tx.charge_point_id, tx.connector_id, at, meter_stop_wh)
         self._touch_point(charge_point_id)
+
+    def _plausible(self, charge_point_id: str, moments: Sequence[datetime]) -> bool:
+        """Readings from a charger whose clock is far off would spread energy over months: not counted."""
+        now = self.clock()
+        if all(now - READINGS_REACH_BACK <= at <= now + READINGS_REACH_AHEAD for at in moments):
+            return True
+        log.warning(
+            "charge point %s sent meter readings timed %s; its clock is off, they are not counted",
+            charge_point_id,
+            ", ".join(sorted({at.isoformat() for at in moments})),
+        )
+        return False
 
     def _forget_tx_profile(self, charge_point_id: str, connector_id: int) -> None:
         """A TxProfile ends with its transaction: the next car on the connector has none."""
@@ -609,7 +624,8 @@ class Adapter:
                     self._phases[key] = max(seen, self._phases.get(key, 0))
             # Usage converts with the same phases both ways; unknown counts as 1, the most current
             phases = min(self._phases.get(key, 1), cp.phases) if session is not None else 1
-            self._meter.add(charge_point_id, connector_id, samples, voltage_v=cp.voltage_v, phases=phases)
+            if self._plausible(charge_point_id, [s.at for s in samples]):
+                self._meter.add(charge_point_id, connector_id, samples, voltage_v=cp.voltage_v, phases=phases)
             # the readings close the interval since the last ones: its blocks were drawn on these phases
             latest = max((s.at for s in samples), default=None)
             if latest is not None:

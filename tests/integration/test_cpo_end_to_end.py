@@ -378,3 +378,19 @@ def test_a_charge_point_that_does_not_answer_is_tried_again_with_back_off(tmp_pa
         asyncio.run(adapter.enforce("c1"))
         assert tries() == expected, (clock.offset, tries())
     store.close()
+
+
+def test_readings_from_a_charger_with_its_clock_far_off_are_not_counted(tmp_path: Path) -> None:
+    clock = Later()
+    store = CpoStore(f"sqlite:///{tmp_path / 'cpo.db'}", clock=clock)
+    store.add_charge_point(point("cp1"))
+    adapter = Adapter(store, dso=None, clock=clock)
+    adapter.receive([_budgets_in_a()])
+    long_ago = datetime(2016, 1, 1, tzinfo=UTC)  # a charger that lost its clock
+    tx = adapter.transaction_started("cp1", 1, "tag", 0, long_ago)
+    adapter.meter_values("cp1", 1, tx, [MeterSample(datetime.now(UTC), ENERGY, D(5_000), "Wh", None, None)])
+    clock.offset = timedelta(minutes=20)
+    asyncio.run(adapter.report_usage())
+    assert store.pending() == []  # not spread over ten years of blocks
+    assert [s["transaction_id"] for s in adapter.sessions_view()] == [tx]  # the session itself counts
+    store.close()
