@@ -5,14 +5,15 @@ back); the transports are thin (`central` for OCPP, `dso` for OSCP, `api` for RE
 
 Safety: every cable's charge points together stay within its budget in every block.
 - Charge points that cannot be steered (reject every profile kind, or accept and ignore) have their full
-  rating reserved; ones that are offline, or whose last profile was not confirmed, keep what their last
-  accepted profile allows (their full rating if none was accepted): that is what they may still draw.
-- Profiles that lower a limit at any time go out first; raises follow only when every lowering was
-  accepted. Otherwise the split is recomputed with the charge points that failed held at what they
-  may still draw.
+  rating reserved. Ones that are offline, or did not answer, are held at the most their accepted profile
+  and any sent since without an answer allow (their rating if none was accepted): what they may draw.
+  The idle connectors of a TxProfile-only charger are reserved at their rating.
+- Nothing rises before every lowering is in force: a change that lowers anything goes out first as the
+  lower of old and new; raises follow in a round in which no profile lowers. Whatever fails is held as
+  above and the split recomputed.
 - The last period of every profile is the charge point's share of the cable's backup capacity and never
   expires, so a charge point that loses the adapter (or an adapter that loses the DSO) falls back to it
-  once the known blocks run out.
+  once the known blocks run out. Block boundaries allow a minute of charger clock skew.
 
 Threads: OCPP events and the scheduled work run on one asyncio loop; REST and OSCP requests come from
 server threads. Shared state is guarded by one lock, held only for computing, never across I/O.
@@ -53,10 +54,8 @@ log = logging.getLogger("gridcap.cpo")
 
 USAGE_SETTLE = timedelta(minutes=2)  # a block's closing meter readings arrive before it is reported
 READINGS_REACH_BACK, READINGS_REACH_AHEAD = timedelta(days=2), timedelta(minutes=15)  # plausible clocks
-RETRY_FIRST, RETRY_MOST = (
-    timedelta(seconds=30),
-    timedelta(minutes=10),
-)  # charge points that do not answer  # a block's closing meter readings arrive before it is reported
+# charge points that do not answer are tried again after 30 s, then twice as long each time, at most 10 min
+RETRY_FIRST, RETRY_MOST = timedelta(seconds=30), timedelta(minutes=10)
 CURRENT_IMPORT = "Current.Import"
 CURRENT_OFFERED = "Current.Offered"
 ENERGY_REGISTER = "Energy.Active.Import.Register"
