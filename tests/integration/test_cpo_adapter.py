@@ -111,6 +111,14 @@ def offered(fleet: Fleet, cp_id: str, connector: int = 1) -> Decimal:
     return fleet.charge_points[cp_id].connector(connector).offered_a
 
 
+def in_force(service: AdapterService) -> dict[str, Any]:
+    return {v["charge_point_id"]: v["limit_a"] for v in service.adapter.limits_view()}
+
+
+def kind_of(service: AdapterService, cp_id: str) -> Any:
+    return service.adapter.charge_point_view(cp_id)["profile_kind"]
+
+
 def run(scenario: Callable[[], Any]) -> None:
     asyncio.run(scenario())
 
@@ -143,8 +151,9 @@ def test_a_budget_becomes_charge_point_max_profiles_that_share_it_fairly(tmp_pat
                 # the backup (12 A for the cable) is shared: 6 A for two charge points, in id order
                 backups = [periods(fleet.charge_points[c])[-1]["limit"] for c in ("cp1", "cp2", "cp3")]
                 assert backups == [6, 6, 0]
-                view = {v["charge_point_id"]: v["limit_a"] for v in service.adapter.limits_view()}
-                assert view == {"cp1": D(15), "cp2": D(15), "cp3": D(0)}
+                # the adapter records a limit once the charge point's answer is in, a moment after it applies it
+                expected = {"cp1": D(15), "cp2": D(15), "cp3": D(0)}
+                await until(lambda: in_force(service) == expected, "the limits in force as the adapter reports them")
 
         run(scenario)
 
@@ -185,7 +194,7 @@ def test_a_rejected_charge_point_max_profile_falls_back_to_tx_default(tmp_path: 
                 profile = last_profile(fleet.charge_points["picky"])
                 assert profile["connectorId"] == 1
                 assert profile["csChargingProfiles"]["chargingProfilePurpose"] == "TxDefaultProfile"
-                assert service.adapter.charge_point_view("picky")["profile_kind"] == "TxDefaultProfile"
+                await until(lambda: kind_of(service, "picky") == "TxDefaultProfile", "TxDefaultProfile recorded")
                 statuses = [r.status for r in service.adapter.store.recent_profiles(charge_point_id="picky")]
                 assert "Rejected" in statuses
 
@@ -285,7 +294,7 @@ def test_every_car_on_a_tx_profile_charge_point_gets_its_own_profile(tmp_path: P
                 service.adapter.receive([budget(40)])
                 first_tx = await cp.plug_in(1, car())
                 await until(lambda: transaction_of_last_profile(cp) == first_tx, "a TxProfile for the first car")
-                assert service.adapter.charge_point_view("txonly")["profile_kind"] == "TxProfile"
+                await until(lambda: kind_of(service, "txonly") == "TxProfile", "TxProfile recorded")
                 # connector 2 has no car and so no profile: its 16 A stay reserved for whoever plugs in
                 await fleet.charge_points["other"].plug_in(1, car())
                 await until(lambda: offered(fleet, "other") > 0, "the other charge point charging")
