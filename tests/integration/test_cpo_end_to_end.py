@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from oscp_support import DSO_PASSWORD, DSO_USER, PASSWORD, live_server, make_grid
-from test_cpo_adapter import TOKEN, car, offered, point, spec, until
+from test_cpo_adapter import TOKEN, car, limit_now, offered, point, spec, until
 
 from service.app import create_app, wiring
 from service.cpo.adapter import Adapter, AdapterSettings
@@ -112,7 +112,14 @@ def test_dso_budgets_reach_the_charge_points_over_oscp_and_ocpp(tmp_path: Path, 
                         await fleet.charge_points["cp1"].plug_in(1, car())
                         await fleet.charge_points["cp2"].plug_in(1, car())
                         granted = budget_of_a(ctx, now_block)
-                        await until(lambda: offered(fleet, "cp1") + offered(fleet, "cp2") > 0, "charging")
+                        cps = fleet.charge_points.values()
+                        await until(
+                            lambda: (
+                                all(limit_now(cp) is not None for cp in cps)
+                                and offered(fleet, "cp1") + offered(fleet, "cp2") > 0
+                            ),
+                            "charging on profiles",
+                        )
                         assert offered(fleet, "cp1") + offered(fleet, "cp2") <= granted
 
                         # the DSO lowers the cable: the push reaches the adapter, which lowers the profiles
@@ -278,14 +285,14 @@ def test_the_dso_is_offline_after_three_silent_heartbeat_intervals_and_the_budge
     store = CpoStore(f"sqlite:///{tmp_path / 'cpo.db'}", clock=clock)
     adapter = Adapter(store, dso=None, settings=AdapterSettings(heartbeat_interval_s=60), clock=clock)
     assert not adapter.dso_online()  # never heard of
-    adapter.receive([_budgets_in_a()])
+    first = block_floor(datetime.now(UTC))
+    adapter.receive([ReceivedBudgets("c1", "A", {first: D(30), first + BLOCK: D(30)}, D(10))])
     assert adapter.status_view()["dso"]["online"]
     clock.offset = timedelta(seconds=175)
     assert adapter.dso_online()
     clock.offset = timedelta(seconds=181)
     assert not adapter.status_view()["dso"]["online"]
-    first = block_floor(datetime.now(UTC))
-    assert _known(adapter, first) == 30  # what the DSO said still counts; the backup follows it
+    assert _known(adapter, block_floor(clock())) == 30  # what the DSO said still counts; the backup follows it
     assert adapter.budgets_view()[0]["backup_capacity"] == 10
     store.close()
 
