@@ -681,8 +681,10 @@ def pointwise_min(new: ProfilePlan, old: ProfilePlan, moment: datetime) -> Profi
 def pointwise(
     new: ProfilePlan, old: ProfilePlan, moment: datetime, pick: Callable[[Decimal, Decimal], Decimal]
 ) -> ProfilePlan:
-    """A plan on `new`'s schedule whose limit at every moment from `moment` on is pick(new's, old's)."""
+    """A plan on `new`'s schedule whose limit at every moment from `moment` on is pick(new's, old's).
+    It starts at `moment` should `new` start later: no period may lie before the start of its schedule."""
     utc = as_utc(moment, "moment")
+    start = min(new.start_schedule, utc)
     times = sorted({utc} | {at for at, _ in _changes(new, utc)} | {at for at, _ in _changes(old, utc)})
     periods: list[Period] = []
     phases = new.periods[0].number_phases
@@ -691,8 +693,8 @@ def pointwise(
         if not periods:
             periods.append(Period(0, limit_a, phases))
         elif periods[-1].limit_a != limit_a:
-            periods.append(Period(int((at - new.start_schedule).total_seconds()), limit_a, phases))
-    return ProfilePlan(new.charge_point_id, new.connector_id, new.kind, new.start_schedule, tuple(periods))
+            periods.append(Period(int((at - start).total_seconds()), limit_a, phases))
+    return ProfilePlan(new.charge_point_id, new.connector_id, new.kind, start, tuple(periods))
 
 
 def truncated(plan: ProfilePlan, max_periods: int) -> ProfilePlan:

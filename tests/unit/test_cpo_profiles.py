@@ -11,7 +11,7 @@ from itertools import pairwise
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from service.cpo.profiles import (
@@ -549,6 +549,7 @@ def test_backup_shares_stay_within_the_backup_and_are_0_or_at_least_6_a(
 
 @settings(max_examples=200, deadline=None)
 @given(st.integers(-10, 10), timelines, st.integers(-10, 10), timelines, st.integers(0, 60))
+@example(2, [(1, 1)], 0, [(1, 0), (1, 1)], 0)  # the new plan starts after now: no period before its start
 def test_the_lowering_step_is_the_lower_of_both_plans_at_every_moment(
     new_start_min: int,
     new_steps: list[tuple[int, int]],
@@ -559,6 +560,9 @@ def test_the_lowering_step_is_the_lower_of_both_plans_at_every_moment(
     new, old = timeline_plan(new_start_min * 60, new_steps), timeline_plan(old_start_min * 60, old_steps)
     now = T0 + timedelta(minutes=now_min)
     step = pointwise_min(new, old, now)
+    offsets = [q.start_period_s for q in step.periods]
+    assert offsets[0] == 0  # as OCPP requires: from 0, rising
+    assert offsets == sorted(set(offsets))
     for t in (now + timedelta(minutes=m) for m in range(8 * 60)):
         assert profile_limit_at(step, t) == min(profile_limit_at(new, t), profile_limit_at(old, t))
     assert not lowers(new, step, now)  # after the step, the rest of the change only raises
