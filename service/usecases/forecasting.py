@@ -23,6 +23,7 @@ from service.domain.blocks import BLOCK, block_floor, block_starts
 from service.domain.errors import InvalidInput, NotFound
 from service.domain.model import Cable
 from service.domain.units import ZERO, Unit, ceil_grid, floor_grid
+from service.monitoring import names
 from service.store import DecisionRecord, Repository
 from service.timeseries import Point, TimeseriesError, TimeseriesStore
 from service.usecases.baseload import Source, base_loads
@@ -247,12 +248,13 @@ def write_results(
                 if not math.isfinite(p50 + lower + upper):
                     continue
                 fields: dict[str, float | str] = {
-                    "p50": float(p50),
-                    "lower": float(lower),
-                    "upper": float(upper),
-                    "model": result.model,
+                    names.FORECAST.p50: float(p50),
+                    names.FORECAST.lower: float(lower),
+                    names.FORECAST.upper: float(upper),
+                    names.FORECAST.model: result.model,
                 }
-                points.append(Point(f"{prefix}forecast", {"cable": cable_id, "issued_at": issued}, fields, start))
+                tags = {names.FORECAST.cable: cable_id, names.FORECAST.issued_at: issued}
+                points.append(Point(names.FORECAST.measurement(prefix), tags, fields, start))
     with ctx.db.read() as session:
         repo = Repository(session)
         for cable_id in cable_ids:
@@ -265,23 +267,26 @@ def write_results(
             for start, block in sorted(book.blocks.items()):
                 congested = bool(block.pending) or block.available < minimums
                 capacity = {
-                    "limit": float(block.limit),
-                    "base_load": float(block.base_load),
-                    "margin": float(block.margin),
-                    "available": float(block.available),
-                    "allocated": float(block.allocated),
-                    "unallocated": float(block.unallocated),
-                    "pending": len(block.pending),
-                    "congested": congested,
+                    names.CAPACITY.limit: float(block.limit),
+                    names.CAPACITY.base_load: float(block.base_load),
+                    names.CAPACITY.margin: float(block.margin),
+                    names.CAPACITY.available: float(block.available),
+                    names.CAPACITY.allocated: float(block.allocated),
+                    names.CAPACITY.unallocated: float(block.unallocated),
+                    names.CAPACITY.pending: len(block.pending),
+                    names.CAPACITY.congested: congested,
                 }
-                points.append(Point(f"{prefix}capacity", {"cable": cable_id, "unit": unit}, capacity, start))
+                tags = {names.CAPACITY.cable: cable_id, names.CAPACITY.unit: unit}
+                points.append(Point(names.CAPACITY.measurement(prefix), tags, capacity, start))
                 for cpo_id, budget in block.budgets.items():
-                    tags = {"cable": cable_id, "cpo": cpo_id, "unit": unit}
-                    points.append(Point(f"{prefix}budget", tags, {"budget": float(budget)}, start))
+                    tags = {names.BUDGET.cable: cable_id, names.BUDGET.cpo: cpo_id, names.BUDGET.unit: unit}
+                    fields = {names.BUDGET.budget: float(budget)}
+                    points.append(Point(names.BUDGET.measurement(prefix), tags, fields, start))
             for start, by_cpo in repo.usage(cable_id, h_start - USAGE_WRITTEN_BACK, h_end).items():
                 for cpo_id, usage in by_cpo.items():
-                    tags = {"cable": cable_id, "cpo": cpo_id, "unit": unit}
-                    points.append(Point(f"{prefix}usage", tags, {"usage": float(usage)}, start))
+                    tags = {names.USAGE.cable: cable_id, names.USAGE.cpo: cpo_id, names.USAGE.unit: unit}
+                    fields = {names.USAGE.usage: float(usage)}
+                    points.append(Point(names.USAGE.measurement(prefix), tags, fields, start))
     store.write_points(points)
 
 
