@@ -79,7 +79,123 @@ class Usage:
         return f"{prefix}{self.name}"
 
 
+@dataclass(frozen=True)
+class ForecastQuality:
+    """One point per cable and local day of a backtest (time: the day's start): how good the day-ahead
+    forecast was. Written by every backtest; a later one overwrites the days it covers again."""
+
+    name: str = "forecast_quality"
+    cable: str = "cable"
+    model: str = "model"  # the model chosen most often that day
+    rmae: str = "rmae"  # mean absolute error / mean absolute level
+    coverage: str = "coverage"  # share of measured blocks inside the forecast band (0..1)
+    mae: str = "mae"  # in the cable's unit
+    overload_rate: str = "overload_rate"  # share of blocks where the load exceeded what was available
+
+    def measurement(self, prefix: str = DEFAULT_PREFIX) -> str:
+        return f"{prefix}{self.name}"
+
+
+@dataclass(frozen=True)
+class LimitChange:
+    """One point per decision that changed a cable's limit (time: when it was taken), for annotations."""
+
+    name: str = "limit_change"
+    cable: str = "cable"
+    action: str = "action"  # tag: cable_created, cable_updated, override_added, override_removed
+    text: str = "text"  # a string field: who did what, as audited
+    actor: str = "actor"  # a string field
+
+    def measurement(self, prefix: str = DEFAULT_PREFIX) -> str:
+        return f"{prefix}{self.name}"
+
+
+@dataclass(frozen=True)
+class OscpTraffic:
+    """One point per minute, CPO, direction, operation and outcome: the OSCP messages recorded."""
+
+    name: str = "oscp"
+    cpo: str = "cpo"  # "-" when the caller was not identified
+    direction: str = "direction"  # in | out
+    operation: str = "operation"
+    outcome: str = "outcome"  # ok, a fault code, RateLimited, Unreachable
+    count: str = "count"  # an integer
+    mean_ms: str = "mean_ms"
+    p95_ms: str = "p95_ms"
+    max_ms: str = "max_ms"
+
+    def measurement(self, prefix: str = DEFAULT_PREFIX) -> str:
+        return f"{prefix}{self.name}"
+
+
+@dataclass(frozen=True)
+class Allocation:
+    """One point per minute, cable, CPO and reason: how the CPO's budgets changed (the ledger)."""
+
+    name: str = "allocation"
+    cable: str = "cable"
+    cpo: str = "cpo"
+    unit: str = "unit"
+    reason: str = "reason"  # service.domain.allocation.Reason: request_granted, handed_back, ...
+    changes: str = "changes"  # an integer: budget changes (one per block)
+    increase: str = "increase"  # sum of the increases, in the cable's unit
+    decrease: str = "decrease"  # sum of the decreases (a positive number)
+
+    def measurement(self, prefix: str = DEFAULT_PREFIX) -> str:
+        return f"{prefix}{self.name}"
+
+
+@dataclass(frozen=True)
+class Requests:
+    """One point per minute, cable, CPO and status: RequestAdjustedCapacity decisions."""
+
+    name: str = "requests"
+    cable: str = "cable"
+    cpo: str = "cpo"
+    status: str = "status"  # Accepted, PartiallyAccepted, Rejected
+    count: str = "count"  # an integer
+
+    def measurement(self, prefix: str = DEFAULT_PREFIX) -> str:
+        return f"{prefix}{self.name}"
+
+
+@dataclass(frozen=True)
+class CpoState:
+    """One point per CPO at every export: its heartbeat and its owed pushes."""
+
+    name: str = "cpo_state"
+    cpo: str = "cpo"
+    online: str = "online"  # an integer: 1 heard from within 3 heartbeat intervals, else 0
+    heartbeat_age_s: str = "heartbeat_age_s"  # since it was last heard from (absent: never)
+    outbox_depth: str = "outbox_depth"  # an integer: pushes owed
+    outbox_failing: str = "outbox_failing"  # an integer: owed pushes that failed at least once
+    oldest_push_age_s: str = "oldest_push_age_s"  # age of the oldest owed push (0: none)
+
+    def measurement(self, prefix: str = DEFAULT_PREFIX) -> str:
+        return f"{prefix}{self.name}"
+
+
+@dataclass(frozen=True)
+class JobRun:
+    """One point per run of a scheduled job (time: its start)."""
+
+    name: str = "job"
+    job: str = "job"  # the job's name as the scheduler lists it
+    duration_s: str = "duration_s"
+    ok: str = "ok"  # an integer: 1 finished, 0 raised
+
+    def measurement(self, prefix: str = DEFAULT_PREFIX) -> str:
+        return f"{prefix}{self.name}"
+
+
 FORECAST = Forecast()
 CAPACITY = Capacity()
 BUDGET = Budget()
 USAGE = Usage()
+FORECAST_QUALITY = ForecastQuality()
+LIMIT_CHANGE = LimitChange()
+OSCP = OscpTraffic()
+ALLOCATION = Allocation()
+REQUESTS = Requests()
+CPO_STATE = CpoState()
+JOB = JobRun()
