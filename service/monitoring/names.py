@@ -168,7 +168,7 @@ class CpoState:
     online: str = "online"  # an integer: 1 heard from within 3 heartbeat intervals, else 0
     heartbeat_age_s: str = "heartbeat_age_s"  # since it was last heard from (absent: never)
     outbox_depth: str = "outbox_depth"  # an integer: pushes owed
-    outbox_failing: str = "outbox_failing"  # an integer: owed pushes that failed at least once
+    push_attempts: str = "push_attempts"  # an integer: the most attempts an owed push has had (0: none failed)
     oldest_push_age_s: str = "oldest_push_age_s"  # age of the oldest owed push (0: none)
 
     def measurement(self, prefix: str = DEFAULT_PREFIX) -> str:
