@@ -10,14 +10,28 @@ datasource provisioned with uid `DATASOURCE_UID` (grafana/provisioning/datasourc
 
 # ruff: noqa: S608 - InfluxQL built from the fixed names in `names` and settings, for Grafana to run
 
+import argparse
 import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from service.monitoring.names import BUDGET, CAPACITY, FORECAST, USAGE
-from service.settings import Settings
+from service.domain.allocation import Reason
+from service.monitoring.names import (
+    ALLOCATION,
+    BUDGET,
+    CAPACITY,
+    CPO_STATE,
+    FORECAST,
+    FORECAST_QUALITY,
+    JOB,
+    LIMIT_CHANGE,
+    OSCP,
+    REQUESTS,
+    USAGE,
+)
+from service.settings import ConfigError, Settings, load_settings
 
 Json = dict[str, Any]
 
@@ -30,8 +44,14 @@ DASHBOARDS_DIR = Path(__file__).resolve().parents[2] / "grafana" / "dashboards"
 OVERVIEW_UID = "gridcap-grid-overview"
 CABLE_DETAIL_UID = "gridcap-cable-detail"
 FORECAST_QUALITY_UID = "gridcap-forecast-quality"
+CPO_VIEW_UID = "gridcap-cpo-view"
+SERVICE_HEALTH_UID = "gridcap-service-health"
 
 CABLE_VAR = "$cable"
+CPO_VAR = "$cpo"
+MINUTE_INTERVAL = "1m"  # the operational measurements are per minute
+DAY_INTERVAL = "1d"  # forecast quality is per day
+PUSH = "UpdateCableCapacityForecast"
 ISSUED_AT_VAR = "$issued_at"
 
 
@@ -77,6 +97,7 @@ def panel(
     overrides: Sequence[Json] = (),
     options: Json | None = None,
     extra: Json | None = None,
+    interval: str = BLOCK_INTERVAL,
 ) -> Json:
     defaults: Json = {"custom": custom or {}}
     if unit:
@@ -87,7 +108,7 @@ def panel(
         "fieldConfig": {"defaults": defaults, "overrides": list(overrides)},
         "gridPos": pos,
         "id": panel_id,
-        "interval": BLOCK_INTERVAL,
+        "interval": interval,
         "options": options or {},
         "targets": list(targets),
         "title": title,
@@ -146,10 +167,19 @@ def query_variable(name: str, label: str, query: str, *, sort: int, description:
 
 
 def dashboard(
-    uid: str, title: str, *, description: str, time_from: str, time_to: str, panels: list[Json], variables: list[Json]
+    uid: str,
+    title: str,
+    *,
+    description: str,
+    time_from: str,
+    time_to: str,
+    panels: list[Json],
+    variables: list[Json],
+    annotations: Sequence[Json] = (),
+    refresh: str = "5m",
 ) -> Json:
     return {
-        "annotations": {"list": []},
+        "annotations": {"list": list(annotations)},
         "description": description,
         "editable": True,
         "fiscalYearStartMonth": 0,
@@ -165,7 +195,7 @@ def dashboard(
             }
         ],
         "panels": panels,
-        "refresh": "5m",
+        "refresh": refresh,
         "schemaVersion": SCHEMA_VERSION,
         "tags": ["gridcap"],
         "templating": {"list": variables},
@@ -191,6 +221,14 @@ class Queries:
         self.capacity = q(CAPACITY.measurement(prefix))
         self.budget = q(BUDGET.measurement(prefix))
         self.usage = q(USAGE.measurement(prefix))
+        self.quality = q(FORECAST_QUALITY.measurement(prefix))
+        self.limit_change = q(LIMIT_CHANGE.measurement(prefix))
+        self.oscp = q(OSCP.measurement(prefix))
+        self.allocation = q(ALLOCATION.measurement(prefix))
+        self.requests = q(REQUESTS.measurement(prefix))
+        self.cpo_state = q(CPO_STATE.measurement(prefix))
+        self.job = q(JOB.measurement(prefix))
+        self.coverage_target = float(settings.forecast_coverage)
         self.load = q(settings.load_measurement)
         self.load_field = q(settings.load_field)
         self.load_cable = q(settings.load_cable_tag)
@@ -200,6 +238,27 @@ class Queries:
     @staticmethod
     def cable_is(tag: str = CAPACITY.cable) -> str:
         return f"{q(tag)} = '{CABLE_VAR}'"
+
+    @staticmethod
+    def cpo_is(tag: str = CPO_STATE.cpo) -> str:
+        return f"{q(tag)} = '{CPO_VAR}'"
+
+    def cpos(self) -> str:
+        return f"SHOW TAG VALUES FROM {self.cpo_state} WITH KEY = {q(CPO_STATE.cpo)}"
+
+    def limit_changes(self) -> str:
+        lc = LIMIT_CHANGE
+        return (
+            f"SELECT {q(lc.text)}, {q(lc.action)}, {q(lc.actor)} FROM {self.limit_change} "
+            f"WHERE {self.cable_is(lc.cable)} AND $timeFilter"
+        )
+
+    def messages(self, where: str, by: str) -> str:
+        """OSCP messages per bucket, one series per value of the tag `by`."""
+        return (
+            f"SELECT sum({q(OSCP.count)}) FROM {self.oscp} WHERE {where} AND $timeFilter "
+            f"GROUP BY time($__interval), {q(by)} fill(0)"
+        )
 
     def loading(self) -> str:
         """Per block: base load and budgets together, in % of the effective limit."""
@@ -550,7 +609,22 @@ def cable_detail(queries: Queries) -> Json:
         time_to="now+48h",
         panels=[forecast_panel, measured, available, budgets, usage, least, pending, margin],
         variables=[cable_variable(queries), issued],
+        annotations=[limit_change_annotation(queries)],
     )
+
+
+def limit_change_annotation(queries: Queries) -> Json:
+    """A marker wherever the cable's limit changed (rated limit or a temporary override), as audited."""
+    return {
+        "datasource": DATASOURCE,
+        "enable": True,
+        "hide": False,
+        "iconColor": "red",
+        "name": "Limit changes",
+        "query": queries.limit_changes(),
+        "tagsColumn": f"{LIMIT_CHANGE.action},{LIMIT_CHANGE.actor}",
+        "textColumn": LIMIT_CHANGE.text,
+    }
 
 
 def forecast_quality(queries: Queries) -> Json:
@@ -637,16 +711,458 @@ def forecast_quality(queries: Queries) -> Json:
         options={"showHeader": True},
         extra={"transformations": [{"id": "organize", "options": {"excludeByName": {"Time": True}}}]},
     )
+    fq = FORECAST_QUALITY
+    per_day = f"GROUP BY time($__interval), {q(fq.cable)} fill(none)"
+    rmae = panel(
+        5,
+        "timeseries",
+        "rMAE per cable and day",
+        grid_pos(0, 28, 12, 9),
+        [
+            target(
+                "A", f"SELECT mean({q(fq.rmae)}) FROM {queries.quality} WHERE $timeFilter {per_day}", alias="$tag_cable"
+            )
+        ],
+        description="Day-ahead forecast error per local day, from the backtests: mean absolute error over the mean "
+        "absolute load. Lower is better; a rise means the load changed in a way the models miss.",
+        unit="percentunit",
+        custom={**timeseries_custom(), "drawStyle": "points", "showPoints": "always", "pointSize": 6},
+        options=timeseries_options(),
+        interval=DAY_INTERVAL,
+    )
+    coverage = panel(
+        6,
+        "timeseries",
+        "Band coverage per cable and day",
+        grid_pos(12, 28, 12, 9),
+        [
+            target(
+                "A",
+                f"SELECT mean({q(fq.coverage)}) FROM {queries.quality} WHERE $timeFilter {per_day}",
+                alias="$tag_cable",
+            )
+        ],
+        description=f"Share of measured blocks inside the forecast band per local day. The band is meant to hold "
+        f"{queries.coverage_target:.0%} of them (the line); below it the margin under the limit is thinner than "
+        "planned.",
+        unit="percentunit",
+        custom={
+            **timeseries_custom(),
+            "drawStyle": "points",
+            "showPoints": "always",
+            "pointSize": 6,
+            "thresholdsStyle": {"mode": "line"},
+        },
+        options=timeseries_options(),
+        interval=DAY_INTERVAL,
+    )
+    coverage["fieldConfig"]["defaults"]["thresholds"] = thresholds((None, "red"), (queries.coverage_target, "green"))
+    latest = panel(
+        7,
+        "table",
+        "Backtest figures per cable over the range",
+        grid_pos(0, 37, 24, 7),
+        [
+            target(
+                "A",
+                f"SELECT mean({q(fq.rmae)}) AS {q('rMAE')}, mean({q(fq.coverage)}) AS {q('coverage')}, "
+                f"mean({q(fq.mae)}) AS {q('MAE')}, mean({q(fq.overload_rate)}) AS {q('overload rate')}, "
+                f"count({q(fq.rmae)}) AS {q('days')} FROM {queries.quality} WHERE $timeFilter GROUP BY {q(fq.cable)}",
+                table=True,
+            )
+        ],
+        description="Mean of the daily figures in the range. MAE is in the cable's unit; overload rate is the share "
+        "of blocks where the load exceeded what was available to the base load.",
+        overrides=[
+            by_name("rMAE", ("unit", "percentunit")),
+            by_name("coverage", ("unit", "percentunit")),
+            by_name("overload rate", ("unit", "percentunit")),
+        ],
+        options={"showHeader": True, "sortBy": [{"desc": True, "displayName": "rMAE"}]},
+        extra={"transformations": [{"id": "organize", "options": {"excludeByName": {"Time": True}}}]},
+    )
     return dashboard(
         FORECAST_QUALITY_UID,
         "gridcap: forecast quality",
-        description="Base-load forecasts against the measured load, how they change between issues and how wide their "
-        "bands are. Backtest figures (rMAE, band coverage) are not written to InfluxDB: "
-        "see `gridcap forecast backtest` and GET /cables/{id}/forecast/metrics.",
-        time_from="now-7d",
+        description="Base-load forecasts against the measured load, how they change between issues, how wide their "
+        "bands are, and the backtests' rMAE and band coverage per cable and day.",
+        time_from="now-30d",
         time_to="now+2d",
-        panels=[versus, revisions, width, models],
+        panels=[versus, revisions, width, models, rmae, coverage, latest],
         variables=[cable_variable(queries)],
+    )
+
+
+def stat_options(calc: str) -> Json:
+    return {
+        "colorMode": "background",
+        "graphMode": "none",
+        "justifyMode": "auto",
+        "orientation": "auto",
+        "reduceOptions": {"calcs": [calc], "fields": "", "values": False},
+        "textMode": "auto",
+    }
+
+
+def minute_panel(panel_id: int, kind: str, title: str, pos: Json, targets: Sequence[Json], **kwargs: Any) -> Json:
+    return panel(panel_id, kind, title, pos, targets, interval=MINUTE_INTERVAL, **kwargs)
+
+
+GRANTS = (Reason.REQUEST_GRANTED, Reason.PENDING_SERVED)
+
+
+def cpo_view(queries: Queries) -> Json:
+    st, a, r, o = CPO_STATE, ALLOCATION, REQUESTS, OSCP
+    cpo = queries.cpo_is()
+    online = minute_panel(
+        1,
+        "stat",
+        "Heartbeat: $cpo",
+        grid_pos(0, 0, 6, 5),
+        [target("A", f"SELECT last({q(st.online)}) FROM {queries.cpo_state} WHERE {cpo} AND $timeFilter")],
+        description="Online: heard from within three heartbeat intervals. Offline, its last budgets and then its "
+        "backup capacity stay reserved for it.",
+        options=stat_options("lastNotNull"),
+    )
+    online["fieldConfig"]["defaults"]["mappings"] = [
+        {"type": "value", "options": {"0": {"color": "red", "text": "offline", "index": 0}}},
+        {"type": "value", "options": {"1": {"color": "green", "text": "online", "index": 1}}},
+    ]
+    age = minute_panel(
+        2,
+        "stat",
+        "Last heard from",
+        grid_pos(6, 0, 6, 5),
+        [target("A", f"SELECT last({q(st.heartbeat_age_s)}) FROM {queries.cpo_state} WHERE {cpo} AND $timeFilter")],
+        description="Seconds since the CPO's last message (any OSCP call counts as a heartbeat).",
+        unit="s",
+        options=stat_options("lastNotNull"),
+    )
+    owed = minute_panel(
+        3,
+        "stat",
+        "Pushes owed",
+        grid_pos(12, 0, 6, 5),
+        [target("A", f"SELECT last({q(st.outbox_depth)}) FROM {queries.cpo_state} WHERE {cpo} AND $timeFilter")],
+        description="UpdateCableCapacityForecast pushes waiting in the outbox for this CPO. Capacity taken from it "
+        "is not handed to others before the push is accepted or the notice period has passed.",
+        options=stat_options("lastNotNull"),
+    )
+    owed["fieldConfig"]["defaults"]["thresholds"] = thresholds((None, "green"), (1, "orange"), (10, "red"))
+    failures = minute_panel(
+        4,
+        "stat",
+        "Push failures in the range",
+        grid_pos(18, 0, 6, 5),
+        [
+            target(
+                "A",
+                f"SELECT sum({q(o.count)}) FROM {queries.oscp} WHERE {queries.cpo_is(o.cpo)} AND "
+                f"{q(o.direction)} = 'out' AND {q(o.operation)} = '{PUSH}' AND {q(o.outcome)} != 'ok' AND $timeFilter",
+            )
+        ],
+        description="Pushes to this CPO that failed (unreachable, a fault, or not accepted); each is retried with "
+        "back-off.",
+        options=stat_options("sum"),
+    )
+    failures["fieldConfig"]["defaults"]["thresholds"] = thresholds((None, "green"), (1, "red"))
+    requests = minute_panel(
+        5,
+        "timeseries",
+        "Requests for capacity by answer: $cpo",
+        grid_pos(0, 5, 12, 8),
+        [
+            target(
+                "A",
+                f"SELECT sum({q(r.count)}) FROM {queries.requests} WHERE {queries.cpo_is(r.cpo)} AND $timeFilter "
+                f"GROUP BY time($__interval), {q(r.status)} fill(0)",
+                alias="$tag_status",
+            )
+        ],
+        description="RequestAdjustedCapacity calls the CPO made, by the answer it got (all its cables).",
+        custom=timeseries_custom(stacked=True, fill=80, bars=True),
+        options=timeseries_options(),
+    )
+    grants = "|".join(GRANTS)
+    changes = minute_panel(
+        6,
+        "timeseries",
+        "Grants, hand-backs and reclaims: $cpo",
+        grid_pos(12, 5, 12, 8),
+        [
+            target(
+                "A",
+                f"SELECT sum({q(a.increase)}) FROM {queries.allocation} WHERE {queries.cpo_is(a.cpo)} AND "
+                f"{q(a.reason)} =~ /^({grants})$/ AND $timeFilter GROUP BY time($__interval) fill(0)",
+                alias="granted",
+            ),
+            target(
+                "B",
+                f"SELECT sum({q(a.decrease)}) * -1 FROM {queries.allocation} WHERE {queries.cpo_is(a.cpo)} AND "
+                f"{q(a.reason)} = '{Reason.HANDED_BACK}' AND $timeFilter GROUP BY time($__interval) fill(0)",
+                alias="handed back",
+            ),
+            target(
+                "C",
+                f"SELECT sum({q(a.decrease)}) * -1 FROM {queries.allocation} WHERE {queries.cpo_is(a.cpo)} AND "
+                f"{q(a.reason)} = '{Reason.RECLAIMED_UNUSED}' AND $timeFilter GROUP BY time($__interval) fill(0)",
+                alias="reclaimed",
+            ),
+        ],
+        description="Budget the CPO was granted on request (up) and gave up (down): handed back on its own request, "
+        "or reclaimed because it demonstrably did not use it. Sum over blocks and cables, in the cables' unit.",
+        custom=timeseries_custom(stacked=True, fill=80, bars=True),
+        options=timeseries_options(),
+    )
+    reasons = minute_panel(
+        7,
+        "table",
+        "Every budget change in the range by reason: $cpo",
+        grid_pos(0, 13, 12, 8),
+        [
+            target(
+                "A",
+                f"SELECT sum({q(a.changes)}) AS {q('changes')}, sum({q(a.increase)}) AS {q('increase')}, "
+                f"sum({q(a.decrease)}) AS {q('decrease')} FROM {queries.allocation} WHERE {queries.cpo_is(a.cpo)} "
+                f"AND $timeFilter GROUP BY {q(a.cable)}, {q(a.reason)}",
+                table=True,
+            )
+        ],
+        description="Budget changes (one per block) per cable and reason, as the ledger records them: grants, "
+        "hand-backs, reclaims, hand-outs of new blocks and reallocations after a limit or forecast change.",
+        options={"showHeader": True},
+        extra={"transformations": [{"id": "organize", "options": {"excludeByName": {"Time": True}}}]},
+    )
+    pushes = minute_panel(
+        8,
+        "timeseries",
+        "Pushes to $cpo by outcome",
+        grid_pos(12, 13, 12, 8),
+        [
+            target(
+                "A",
+                queries.messages(
+                    f"{queries.cpo_is(o.cpo)} AND {q(o.direction)} = 'out' AND {q(o.operation)} = '{PUSH}'", o.outcome
+                ),
+                alias="$tag_outcome",
+            )
+        ],
+        description="UpdateCableCapacityForecast calls to the CPO: ok, or why they failed.",
+        custom=timeseries_custom(stacked=True, fill=80, bars=True),
+        options=timeseries_options(),
+    )
+    state = minute_panel(
+        9,
+        "timeseries",
+        "Heartbeat age and pushes owed: $cpo",
+        grid_pos(0, 21, 12, 8),
+        [
+            target(
+                "A",
+                f"SELECT last({q(st.heartbeat_age_s)}) AS {q('heartbeat age')} FROM {queries.cpo_state} "
+                f"WHERE {cpo} AND $timeFilter GROUP BY time($__interval) fill(none)",
+                alias="$col",
+            ),
+            target(
+                "B",
+                f"SELECT last({q(st.outbox_depth)}) AS {q('pushes owed')} FROM {queries.cpo_state} "
+                f"WHERE {cpo} AND $timeFilter GROUP BY time($__interval) fill(none)",
+                alias="$col",
+            ),
+        ],
+        description="Seconds since the CPO was last heard from (left) and pushes waiting for it (right).",
+        unit="s",
+        custom=timeseries_custom(),
+        overrides=[by_name("pushes owed", ("custom.axisPlacement", "right"), ("unit", "none"))],
+        options=timeseries_options(),
+    )
+    calls = minute_panel(
+        10,
+        "timeseries",
+        "Calls from $cpo by operation",
+        grid_pos(12, 21, 12, 8),
+        [
+            target(
+                "A",
+                queries.messages(f"{queries.cpo_is(o.cpo)} AND {q(o.direction)} = 'in'", o.operation),
+                alias="$tag_operation",
+            )
+        ],
+        description="The OSCP calls the CPO made to the DSO, per operation (faults included).",
+        custom=timeseries_custom(stacked=True, fill=80, bars=True),
+        options=timeseries_options(),
+    )
+    cpo_variable = query_variable(
+        "cpo", "CPO", queries.cpos(), sort=1, description="The CPOs the service keeps state for."
+    )
+    return dashboard(
+        CPO_VIEW_UID,
+        "gridcap: CPO view",
+        description="One CPO: whether it is online, its requests and the answers, budget granted, handed back and "
+        "reclaimed, and the pushes owed to it and how they went.",
+        time_from="now-6h",
+        time_to="now",
+        panels=[online, age, owed, failures, requests, changes, reasons, pushes, state, calls],
+        variables=[cpo_variable],
+        refresh="1m",
+    )
+
+
+def service_health(queries: Queries) -> Json:
+    o, st, j = OSCP, CPO_STATE, JOB
+    incoming = f"{q(o.direction)} = 'in'"
+    requests = minute_panel(
+        1,
+        "timeseries",
+        "OSCP calls received by operation",
+        grid_pos(0, 0, 12, 8),
+        [target("A", queries.messages(incoming, o.operation), alias="$tag_operation")],
+        description="Every OSCP call CPOs made, SOAP and JSON, faults included.",
+        custom=timeseries_custom(stacked=True, fill=80, bars=True),
+        options=timeseries_options(),
+    )
+    faults = minute_panel(
+        2,
+        "timeseries",
+        "Faults answered by kind",
+        grid_pos(12, 0, 12, 8),
+        [
+            target(
+                "A",
+                f"SELECT sum({q(o.count)}) FROM {queries.oscp} WHERE {incoming} AND {q(o.outcome)} != 'ok' AND "
+                f"$timeFilter GROUP BY time($__interval), {q(o.outcome)}, {q(o.cpo)} fill(0)",
+                alias="$tag_outcome ($tag_cpo)",
+            )
+        ],
+        description="Calls answered with a fault, by fault code (and CPO; '-' when the caller was not identified): "
+        "many Unauthorized may be a misconfigured CPO or an attack, RateLimited a CPO calling too often.",
+        custom=timeseries_custom(stacked=True, fill=80, bars=True),
+        options=timeseries_options(),
+    )
+    latency = minute_panel(
+        3,
+        "timeseries",
+        "Latency p95 by operation",
+        grid_pos(0, 8, 12, 8),
+        [
+            target(
+                "A",
+                f"SELECT max({q(o.p95_ms)}) FROM {queries.oscp} WHERE $timeFilter "
+                f"GROUP BY time($__interval), {q(o.direction)}, {q(o.operation)} fill(none)",
+                alias="$tag_direction $tag_operation",
+            )
+        ],
+        description="95th percentile of the time to answer a call (in) or to make one (out), per minute; out "
+        "includes the CPO's own response time.",
+        unit="ms",
+        custom=timeseries_custom(),
+        options=timeseries_options(),
+    )
+    outbox = minute_panel(
+        4,
+        "timeseries",
+        "Outbox: pushes owed and the oldest one's age",
+        grid_pos(12, 8, 12, 8),
+        [
+            target(
+                "A",
+                f"SELECT sum({q('owed')}) AS {q('pushes owed')} FROM (SELECT last({q(st.outbox_depth)}) AS {q('owed')} "
+                f"FROM {queries.cpo_state} WHERE $timeFilter GROUP BY time($__interval), {q(st.cpo)}) "
+                "WHERE $timeFilter GROUP BY time($__interval) fill(none)",
+                alias="$col",
+            ),
+            target(
+                "B",
+                f"SELECT max({q(st.oldest_push_age_s)}) AS {q('oldest owed push')} FROM {queries.cpo_state} "
+                "WHERE $timeFilter GROUP BY time($__interval) fill(none)",
+                alias="$col",
+            ),
+        ],
+        description="Pushes waiting to be delivered, all CPOs together, and how long the oldest has waited (right "
+        "axis). A growing outbox means a CPO is unreachable or rejects its forecasts.",
+        custom=timeseries_custom(),
+        overrides=[by_name("oldest owed push", ("custom.axisPlacement", "right"), ("unit", "s"))],
+        options=timeseries_options(),
+    )
+    jobs = minute_panel(
+        5,
+        "timeseries",
+        "Job durations",
+        grid_pos(0, 16, 12, 8),
+        [
+            target(
+                "A",
+                f"SELECT max({q(j.duration_s)}) FROM {queries.job} WHERE $timeFilter "
+                f"GROUP BY time($__interval), {q(j.job)} fill(none)",
+                alias="$tag_job",
+            )
+        ],
+        description="How long each scheduled job ran (the longest run per bucket). A job slower than its interval "
+        "falls behind: its next run is skipped.",
+        unit="s",
+        custom={**timeseries_custom(), "showPoints": "always"},
+        options=timeseries_options(),
+    )
+    runs = minute_panel(
+        6,
+        "table",
+        "Job runs in the range",
+        grid_pos(12, 16, 12, 8),
+        [
+            target(
+                "A",
+                f"SELECT count({q(j.duration_s)}) AS {q('runs')}, sum({q(j.ok)}) AS {q('ok')}, "
+                f"mean({q(j.duration_s)}) AS {q('mean s')}, max({q(j.duration_s)}) AS {q('max s')} "
+                f"FROM {queries.job} WHERE $timeFilter GROUP BY {q(j.job)}",
+                table=True,
+            )
+        ],
+        description="Runs per job, how many finished without an error (failed = runs - ok; see the service log), "
+        "and their mean and longest duration.",
+        options={"showHeader": True},
+        extra={
+            "transformations": [
+                {
+                    "id": "calculateField",
+                    "options": {
+                        "alias": "failed",
+                        "binary": {"left": "runs", "operator": "-", "right": "ok"},
+                        "mode": "binary",
+                    },
+                },
+                {"id": "organize", "options": {"excludeByName": {"Time": True}}},
+            ]
+        },
+    )
+    cpos = minute_panel(
+        7,
+        "table",
+        "CPOs: heartbeat and outbox",
+        grid_pos(0, 24, 24, 7),
+        [
+            target(
+                "A",
+                f"SELECT last({q(st.online)}) AS {q('online')}, last({q(st.heartbeat_age_s)}) AS {q('last heard s')}, "
+                f"last({q(st.outbox_depth)}) AS {q('pushes owed')}, last({q(st.push_attempts)}) AS "
+                f"{q('most attempts')} FROM {queries.cpo_state} WHERE $timeFilter GROUP BY {q(st.cpo)}",
+                table=True,
+            )
+        ],
+        description="Per CPO at the latest export: online (1) or offline (0), seconds since it was last heard from, "
+        "pushes owed and the most attempts one of them has had.",
+        overrides=[by_name("online", ("custom.cellOptions", {"type": "color-background"}))],
+        options={"showHeader": True, "sortBy": [{"desc": True, "displayName": "pushes owed"}]},
+        extra={"transformations": [{"id": "organize", "options": {"excludeByName": {"Time": True}}}]},
+    )
+    return dashboard(
+        SERVICE_HEALTH_UID,
+        "gridcap: service health",
+        description="The service itself: OSCP calls, faults and latency, the push outbox and the scheduled jobs.",
+        time_from="now-6h",
+        time_to="now",
+        panels=[requests, faults, latency, outbox, jobs, runs, cpos],
+        variables=[],
+        refresh="1m",
     )
 
 
@@ -657,6 +1173,8 @@ def build(settings: Settings | None = None) -> dict[str, Json]:
         "grid-overview.json": grid_overview(queries),
         "cable-detail.json": cable_detail(queries),
         "forecast-quality.json": forecast_quality(queries),
+        "cpo-view.json": cpo_view(queries),
+        "service-health.json": service_health(queries),
     }
 
 
@@ -675,8 +1193,23 @@ def write(directory: Path = DASHBOARDS_DIR, settings: Settings | None = None) ->
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
-    write(Path(args[0]) if args else DASHBOARDS_DIR)
+    parser = argparse.ArgumentParser(
+        prog="python -m service.monitoring.dashboards", description="Write the Grafana dashboards as JSON."
+    )
+    parser.add_argument("directory", nargs="?", type=Path, default=DASHBOARDS_DIR, help="default: grafana/dashboards")
+    parser.add_argument(
+        "--settings",
+        action="store_true",
+        help="use this deployment's measurement names (GRIDCAP_CONFIG and GRIDCAP_* variables), not the defaults "
+        "the checked-in files use",
+    )
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings() if args.settings else Settings()
+    except ConfigError as exc:
+        parser.exit(2, f"{parser.prog}: error: {exc}\n")
+    written = write(args.directory, settings)
+    sys.stdout.write("".join(f"{path}\n" for path in written))
     return 0
 
 

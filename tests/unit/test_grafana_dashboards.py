@@ -76,6 +76,16 @@ def panels(board: dict[str, Any]) -> list[dict[str, Any]]:
     return found
 
 
+def annotations(board: dict[str, Any]) -> list[dict[str, Any]]:
+    return [a for a in board["annotations"]["list"] if not a.get("builtIn")]
+
+
+def board_queries(board: dict[str, Any]) -> list[str]:
+    """Every query a dashboard runs: panel targets and annotations."""
+    found = [t["query"] for p in panels(board) for t in p.get("targets", [])]
+    return found + [a["query"] for a in annotations(board)]
+
+
 def used_variables(text: str) -> set[str]:
     return {a or b for a, b in VARIABLE.findall(text)} - BUILTINS
 
@@ -89,8 +99,21 @@ def test_the_checked_in_dashboards_are_what_the_code_builds() -> None:
 
 
 def test_the_dashboards_query_the_measurements_the_service_writes() -> None:
-    queries = " ".join(t["query"] for board in BUILT.values() for p in panels(board) for t in p.get("targets", []))
-    for measurement in (names.FORECAST, names.CAPACITY, names.BUDGET, names.USAGE):
+    queries = " ".join(query for board in BUILT.values() for query in board_queries(board))
+    written = (
+        names.FORECAST,
+        names.CAPACITY,
+        names.BUDGET,
+        names.USAGE,
+        names.FORECAST_QUALITY,
+        names.LIMIT_CHANGE,
+        names.OSCP,
+        names.ALLOCATION,
+        names.REQUESTS,
+        names.CPO_STATE,
+        names.JOB,
+    )
+    for measurement in written:
         assert f'"{measurement.measurement()}"' in queries
     assert f'"{Settings().load_measurement}"' in queries
 
@@ -121,6 +144,10 @@ def test_a_dashboard_is_well_formed(name: str) -> None:
         for t in panel.get("targets", []):
             assert t["rawQuery"] is True
             assert "$timeFilter" in t["query"], f"{name} panel {panel['id']} ignores the time range"
+    for annotation in annotations(board):
+        assert annotation["name"]
+        assert "$timeFilter" in annotation["query"], f"{name} annotation {annotation['name']} ignores the time range"
+        assert annotation["textColumn"]
 
 
 def test_uids_are_unique_across_dashboards() -> None:
@@ -135,6 +162,7 @@ def test_every_datasource_is_provisioned(name: str) -> None:
     used = [v["datasource"] for v in board["templating"]["list"] if "datasource" in v]
     for panel in panels(board):
         used.extend([panel["datasource"], *(t["datasource"] for t in panel.get("targets", []))])
+    used.extend(a["datasource"] for a in annotations(board))
     assert used
     assert {ds["uid"] for ds in used} <= provisioned
 
@@ -151,6 +179,8 @@ def test_variables_are_defined_before_use(name: str) -> None:
         texts = [panel["title"], panel.get("description", ""), *(t["query"] for t in panel.get("targets", []))]
         for text in texts:
             assert used_variables(text) <= defined, f"{name} panel {panel['id']}: {text}"
+    for annotation in annotations(board):
+        assert used_variables(annotation["query"]) <= defined, f"{name} annotation {annotation['name']}"
 
 
 def test_the_cable_variable_lists_the_cables_with_capacity() -> None:
@@ -175,3 +205,34 @@ def test_the_dashboard_provider_reads_the_dashboards_folder() -> None:
     assert provider["type"] == "file"
     assert provider["options"]["path"] == "${GRIDCAP_GRAFANA_DASHBOARDS}"
     assert parsed["apiVersion"] == 1
+
+
+def test_limit_changes_are_annotated_on_the_cable_detail() -> None:
+    (annotation,) = annotations(BUILT["cable-detail.json"])
+    assert '"gridcap_limit_change"' in annotation["query"]
+    assert "\"cable\" = '$cable'" in annotation["query"]
+
+
+def test_the_cpo_view_is_per_cpo() -> None:
+    board = BUILT["cpo-view.json"]
+    assert [v["name"] for v in board["templating"]["list"]] == ["cpo"]
+    for panel in panels(board):
+        for t in panel.get("targets", []):
+            assert "'$cpo'" in t["query"], f"panel {panel['title']} shows every CPO"
+
+
+def test_the_command_writes_a_deployments_names_or_refuses_bad_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("GRIDCAP_RESULTS_PREFIX", "dso_")
+    assert dashboards.main([str(tmp_path / "defaults")]) == 0
+    assert '\\"gridcap_capacity\\"' in (tmp_path / "defaults" / "grid-overview.json").read_text(encoding="utf-8")
+    assert dashboards.main([str(tmp_path / "site"), "--settings"]) == 0
+    assert '\\"dso_capacity\\"' in (tmp_path / "site" / "grid-overview.json").read_text(encoding="utf-8")
+    assert str(tmp_path / "site" / "cpo-view.json") in capsys.readouterr().out
+    monkeypatch.setenv("GRIDCAP_PORT", "not a port")
+    with pytest.raises(SystemExit) as refused:
+        dashboards.main([str(tmp_path / "bad"), "--settings"])
+    assert refused.value.code == 2
+    assert "GRIDCAP_PORT" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
