@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 from flask import Flask
 
-from service.api import register_api
+from service.api import metrics, register_api
 from service.oscp.v1.gateway import GatewaySettings, OscpGateway, dso_role, register_oscp
 from service.oscp.v1.recorder import Recorder
 from service.settings import Settings
@@ -43,6 +43,7 @@ def create_app(settings: Settings, ctx: Context | None = None) -> Flask:
         logins_changed=gateway.credentials.forget,  # other processes forget within CREDENTIAL_TTL_S
     )
     register_oscp(app, gateway)
+    app.register_blueprint(metrics.blueprint(ctx))  # GET /metrics, public: see service/api/metrics.py
     app.extensions["gridcap"] = Wiring(ctx, recorder, gateway)
     return app
 

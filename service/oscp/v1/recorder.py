@@ -1,4 +1,5 @@
-"""The record of every OSCP message in or out (counted from it by the REST API).
+"""The record of every OSCP message in or out (counted from it by the REST API), also counted in the
+Prometheus metrics (service.monitoring.metrics) as it is recorded.
 
 Records are buffered and written by one background thread in batches, so recording costs a
 request no database write of its own; `close()` writes what is left. A crash loses at most the
@@ -11,6 +12,7 @@ import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
+from service.monitoring import metrics
 from service.usecases import Context
 from service.usecases import oscp as uc
 
@@ -54,6 +56,7 @@ class Recorder:
         started: float,
         detail: str | None = None,
     ) -> None:
+        duration_s = time.perf_counter() - started
         entry = MessageRecord(
             datetime.now(UTC),
             direction,
@@ -62,8 +65,16 @@ class Recorder:
             operation[:64],
             outcome,
             http_status,
-            round((time.perf_counter() - started) * 1000, 3),
+            round(duration_s * 1000, 3),
             detail[:MAX_DETAIL] if detail else None,
+        )
+        metrics.observe_message(
+            direction=direction,
+            binding=binding,
+            operation=entry.operation,
+            outcome=outcome,
+            duration_s=duration_s,
+            http_status=http_status,
         )
         with self._lock:
             self._buffer.append(entry)
