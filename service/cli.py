@@ -241,23 +241,9 @@ def _shown_token(settings: Settings, token: str) -> str:
 
 
 def _scheduler(settings: Settings, ctx: Context, recorder: "Recorder") -> "Jobs":
-    """The jobs: OSCP calls to CPOs as the DSO (settings oscp_username and oscp_password), recorded
-    by `recorder`, and forecasts from the configured timeseries store."""
-    from service.jobs.scheduler import build_scheduler
-    from service.oscp.v1.client import OscpClient
-    from service.oscp.v1.gateway import WSDL_DIR
-    from service.oscp.v1.link import OscpPeerLink
-    from service.timeseries import build_timeseries
+    from service.jobs.scheduler import jobs_from_settings
 
-    client = OscpClient(
-        wsdl_dir=WSDL_DIR,
-        username=settings.oscp_username,
-        password=settings.oscp_password,
-        timeout_s=settings.oscp_push_timeout_s,
-    )
-    store = build_timeseries(settings)  # the jobs close it when they shut down
-    every = timedelta(minutes=settings.forecast_interval_min)
-    return build_scheduler(ctx, OscpPeerLink(client, recorder), store, forecast_every=every)
+    return jobs_from_settings(settings, ctx, recorder)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

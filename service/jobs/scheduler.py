@@ -1,10 +1,12 @@
 """The jobs: deliver owed pushes, exchange heartbeats, release expired holds, hand out blocks as
-they enter the horizon, refresh the base-load forecasts, and backtest them once a day.
+they enter the horizon, refresh the base-load forecasts, backtest them once a day, and write the
+operational record to InfluxDB for monitoring.
 
 Exactly one process runs them at a time: each process that starts a scheduler competes for the
 SCHEDULER lease in the database and skips every job while another process holds it. Each job
 isolates failures per CPO or cable and logs them together; a job that is still running when it
-is due again is skipped, not stacked.
+is due again is skipped, not stacked. Every run is timed: into the Prometheus metrics at once, and
+into InfluxDB with the next monitoring export (a job never waits for InfluxDB).
 """
 
 import logging
@@ -19,8 +21,14 @@ from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from service.timeseries import TimeseriesStore
-from service.usecases import Context, capacity, forecasting, leases, oscp
+from service.monitoring.metrics import observe_job
+from service.oscp.v1.client import OscpClient
+from service.oscp.v1.gateway import WSDL_DIR
+from service.oscp.v1.link import OscpPeerLink
+from service.oscp.v1.recorder import Recorder
+from service.settings import Settings
+from service.timeseries import TimeseriesStore, build_timeseries
+from service.usecases import Context, capacity, forecasting, leases, monitoring, oscp
 from service.usecases.oscp import PeerLink
 
 log = logging.getLogger("gridcap.jobs")
@@ -28,6 +36,7 @@ log = logging.getLogger("gridcap.jobs")
 PUSH_EVERY = timedelta(seconds=2)
 HOLDS_EVERY = timedelta(seconds=30)
 HORIZON_EVERY = timedelta(minutes=1)
+MONITORING_EVERY = timedelta(minutes=1)
 BACKTEST_EVERY = timedelta(hours=1)  # backtests the cables whose metrics are a day old: restarts do not starve it
 LEASE_TTL = timedelta(seconds=30)  # a dead scheduler's jobs resume elsewhere within this
 
@@ -123,7 +132,47 @@ def backtest_forecasts(ctx: Context, store: TimeseriesStore, lease: Lease) -> No
         log.error("backtests failed on %s", "; ".join(f"{c}: {why}" for c, why in sorted(failed.items())))
 
 
+def export_monitoring(exporter: monitoring.Exporter) -> None:
+    report = exporter.run()
+    if not report.written:
+        log.warning(
+            "monitoring since %s was not written to the timeseries store (%s); it is retried at the next run",
+            (exporter.done_until or report.since).isoformat(),
+            report.error,
+        )
+
+
+def leased(
+    ctx: Context, lease: Lease, runs: monitoring.JobRuns, name: str, func: Callable[[], None]
+) -> Callable[[], None]:
+    """The job as the scheduler runs it: only while this process holds the lease, and timed. A run
+    that raises is recorded too, and its exception goes on to APScheduler, which logs it."""
+
+    def run() -> None:
+        if not lease.held:
+            return
+        started_at = ctx.clock()
+        started = time.monotonic()
+        ok = False
+        try:
+            func()
+            ok = True
+        finally:
+            _record_run(runs, name, started_at, time.monotonic() - started, ok)
+
+    return run
+
+
+def _record_run(runs: monitoring.JobRuns, name: str, started_at: datetime, duration_s: float, ok: bool) -> None:
+    try:
+        runs.record(name, started_at, duration_s, ok)
+        observe_job(name, duration_s, ok)
+    except Exception:  # recording must never turn a good run into a failed one, nor hide why one failed
+        log.exception("recording a run of %r failed", name)
+
+
 REFRESH = "refresh base-load forecasts"
+MONITORING = "write monitoring to InfluxDB"
 
 
 class Jobs:
@@ -133,6 +182,8 @@ class Jobs:
         self.scheduler = scheduler
         self.lease = lease
         self.store = store  # the jobs' own: closed with them
+        self.runs = monitoring.JobRuns(ctx.results_prefix)  # job runs the next monitoring export writes
+        self.exporter = monitoring.Exporter(ctx, store, self.runs)
 
     def get_jobs(self) -> list[Any]:
         return list(self.scheduler.get_jobs())
@@ -164,14 +215,6 @@ def build_scheduler(
     scheduler = BackgroundScheduler(timezone="UTC", job_defaults={"coalesce": True, "max_instances": 1})
     jobs = Jobs(ctx, scheduler, store, Lease(ctx, lease_ttl))
     lease = jobs.lease
-
-    def leased(func: Callable[[], None]) -> Callable[[], None]:
-        def run() -> None:
-            if lease.held:
-                func()
-
-        return run
-
     periodic: list[tuple[Callable[[], None], timedelta, str]] = [
         (lambda: deliver_pushes(ctx, link), PUSH_EVERY, "deliver owed pushes"),
         (lambda: send_heartbeats(ctx, link), ctx.policy.heartbeat_interval, "heartbeat every CPO"),
@@ -179,6 +222,7 @@ def build_scheduler(
         (lambda: roll_horizon(ctx), HORIZON_EVERY, "hand out blocks entering the horizon"),
         (lambda: refresh_forecasts(ctx, store, lease), forecast_every, REFRESH),
         (lambda: backtest_forecasts(ctx, store, lease), BACKTEST_EVERY, "backtest the forecasts"),
+        (lambda: export_monitoring(jobs.exporter), MONITORING_EVERY, MONITORING),
     ]
     renew_every = lease_ttl.total_seconds() / 3
     jobs.scheduler.add_job(
@@ -190,5 +234,20 @@ def build_scheduler(
         misfire_grace_time=None,  # a late renewal still counts; skipping it would drop the lease
     )
     for func, every, name in periodic:
-        jobs.scheduler.add_job(leased(func), "interval", seconds=every.total_seconds(), name=name, id=name)
+        job = leased(ctx, lease, jobs.runs, name, func)
+        jobs.scheduler.add_job(job, "interval", seconds=every.total_seconds(), name=name, id=name)
     return jobs
+
+
+def jobs_from_settings(settings: Settings, ctx: Context, recorder: Recorder) -> Jobs:
+    """The jobs as a server runs them: OSCP calls to CPOs as the DSO (settings oscp_username and
+    oscp_password), recorded by `recorder`, and forecasts from the configured timeseries store."""
+    client = OscpClient(
+        wsdl_dir=WSDL_DIR,
+        username=settings.oscp_username,
+        password=settings.oscp_password,
+        timeout_s=settings.oscp_push_timeout_s,
+    )
+    store = build_timeseries(settings)  # the jobs close it when they shut down
+    every = timedelta(minutes=settings.forecast_interval_min)
+    return build_scheduler(ctx, OscpPeerLink(client, recorder), store, forecast_every=every)

@@ -766,6 +766,46 @@ class Repository:
         query = _audit_filters(select(DecisionRow), DecisionRow, cable_id=cable_id, cpo_id=cpo_id, since=since)
         return list(self.session.scalars(query.order_by(DecisionRow.id).limit(limit)))
 
+    # --- monitoring: what happened in a time window [start, end), read-only ----------------------
+
+    def messages_between(
+        self, start: datetime, end: datetime
+    ) -> list[tuple[datetime, str | None, str, str, str, float]]:
+        """(at, cpo_id, direction, operation, outcome, duration_ms) of the OSCP messages recorded."""
+        m = OscpMessageRow
+        rows = self.session.execute(
+            select(m.at, m.cpo_id, m.direction, m.operation, m.outcome, m.duration_ms)
+            .where(m.at >= start, m.at < end)
+            .order_by(m.id)
+        )
+        return [(at, cpo, direction, operation, outcome, ms) for at, cpo, direction, operation, outcome, ms in rows]
+
+    def ledger_between(
+        self, start: datetime, end: datetime
+    ) -> list[tuple[datetime, str, str, str, Decimal, Decimal, str | None]]:
+        """(at, cable_id, cpo_id, reason, old_capacity, new_capacity, the cable's unit) of the budget
+        changes decided; the unit is None once the cable is deleted."""
+        e = LedgerRow
+        rows = self.session.execute(
+            select(e.at, e.cable_id, e.cpo_id, e.reason, e.old_capacity, e.new_capacity, CableRow.unit)
+            .outerjoin(CableRow, CableRow.id == e.cable_id)
+            .where(e.at >= start, e.at < end)
+            .order_by(e.id)
+        )
+        return [(at, cable, cpo, reason, old, new, unit) for at, cable, cpo, reason, old, new, unit in rows]
+
+    def decisions_between(
+        self, start: datetime, end: datetime, actions: Sequence[str]
+    ) -> list[tuple[datetime, str, str | None, str | None, str | None, str, str]]:
+        """(at, action, cable_id, cpo_id, status, actor, message) of the decisions of these actions."""
+        d = DecisionRow
+        rows = self.session.execute(
+            select(d.at, d.action, d.cable_id, d.cpo_id, d.status, d.actor, d.message)
+            .where(d.at >= start, d.at < end, d.action.in_(list(actions)))
+            .order_by(d.id)
+        )
+        return [(at, action, cable, cpo, status, actor, text) for at, action, cable, cpo, status, actor, text in rows]
+
 
 def _audit_filters(
     query: SelectT,

@@ -11,9 +11,10 @@ import dataclasses
 import json
 import logging
 import math
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pandas as pd
@@ -379,7 +380,8 @@ def backtest(
     progress: Callable[[int, int], None] | None = None,
 ) -> BacktestRun:
     """Day-ahead backtest of the cable's forecasts over [start, end) (default: the last 4 weeks),
-    with the history before it; the metrics are stored for GET /cables/{id}/forecast/metrics."""
+    with the history before it; the metrics are stored for GET /cables/{id}/forecast/metrics, and
+    written per local day to the timeseries store for Grafana (a failed write is only logged)."""
     now = ctx.clock()
     stop = block_floor(now) if end is None else end
     first = stop - timedelta(weeks=4) if start is None else start
@@ -405,7 +407,57 @@ def backtest(
         if run is None:
             values |= {"attempted_at": now, "status": "never", "message": "not forecast yet"}
         repo.save_forecast_run(cable_id, metrics_at=now, **values)
+    _write_quality(ctx, store, cable_id, result)
     return BacktestRun(cable_id, cable.unit.value, result, history.quality[cable_id])
+
+
+def quality_points(
+    cable_id: str, frame: pd.DataFrame, config: forecasts.ForecastConfig, prefix: str = names.DEFAULT_PREFIX
+) -> list[Point]:
+    """One point per local day of a backtest's `frame` that has measured blocks, at the day's start:
+    the metrics of `forecasts.evaluate` over that day (NaN ones left out) and its model."""
+    n = names.FORECAST_QUALITY
+    points = []
+    local_days = frame.index.tz_convert(config.local_tz).date
+    for day, blocks in frame.groupby(local_days, sort=True):
+        if blocks["actual"].isna().all():
+            continue
+        figures = forecasts.evaluate(
+            blocks["actual"].to_numpy(dtype="float64"),
+            blocks["p50"].to_numpy(dtype="float64"),
+            blocks["lower"].to_numpy(dtype="float64"),
+            blocks["upper"].to_numpy(dtype="float64"),
+            blocks["limit"].to_numpy(dtype="float64"),
+            coverage=config.coverage,
+        )
+        fields: dict[str, float | int | bool | str] = {
+            name: float(figures[metric])
+            for name, metric in (
+                (n.rmae, "rmae"),
+                (n.coverage, "coverage"),
+                (n.mae, "mae"),
+                (n.overload_rate, "overload_rate"),
+            )
+            if math.isfinite(figures[metric])
+        }
+        model = Counter(blocks["model"]).most_common(1)[0][0]
+        # The local midnight as forecasts.backtest lays its days out (a DST gap shifts it forward).
+        start = pd.Timestamp(day).tz_localize(config.local_tz, nonexistent="shift_forward", ambiguous=True)
+        tags = {n.cable: cable_id, n.model: str(model)}
+        points.append(Point(n.measurement(prefix), tags, fields, start.tz_convert(UTC).to_pydatetime()))
+    return points
+
+
+def _write_quality(ctx: Context, store: TimeseriesStore, cable_id: str, result: forecasts.BacktestResult) -> None:
+    """The backtest's quality per day, for Grafana; the backtest itself is stored whatever happens here."""
+    try:
+        store.write_points(quality_points(cable_id, result.frame, ctx.forecast_config, ctx.results_prefix))
+    except TimeseriesError as exc:  # monitoring output never fails the backtest
+        log.warning(
+            "the forecast quality of cable %s was not written to the timeseries store: %s", cable_id, _short(exc)
+        )
+    except Exception:  # nor does a bug in it; said loudly
+        log.exception("the forecast quality of cable %s was not written to the timeseries store", cable_id)
 
 
 def metrics(ctx: Context, cable_id: str) -> tuple[datetime, dict[str, object]]:

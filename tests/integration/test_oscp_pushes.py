@@ -375,6 +375,7 @@ def test_the_scheduler_delivers_pushes_on_its_own(cpos: Cpos, tmp_path: Path) ->
         "hand out blocks entering the horizon",
         "refresh base-load forecasts",
         "backtest the forecasts",
+        "write monitoring to InfluxDB",
     }
     scheduler.start()
     try:
