@@ -27,7 +27,7 @@ from werkzeug.test import TestResponse
 
 from service.app import wiring
 from service.oscp.v1.messages import NAMESPACE
-from service.usecases import Context, audit, capacity
+from service.usecases import Context, audit, capacity, oscp
 
 SOAP11 = "http://schemas.xmlsoap.org/soap/envelope/"
 SOAP12 = "http://www.w3.org/2003/05/soap-envelope"
@@ -327,6 +327,17 @@ def test_an_unknown_operation_is_refused(ctx: Context, client: Any, transport: s
             )
     fault = assert_refused(response, transport, "InvalidRequest", "unknown operation", "RequestMoreCapacity")
     assert "RequestAdjustedCapacity" in fault.message  # and it says which ones exist
+
+
+def test_an_unknown_json_operation_is_recorded_as_unknown(ctx: Context, gateway: Callable[..., Flask]) -> None:
+    app = gateway()
+    client = app.test_client()
+    for made_up in ("RequestMoreCapacity", "x" * 60, "Heartbeat"):
+        client.post(f"/oscp/1.0/json/{made_up}", json={}, headers=basic())
+    client.post("/oscp/1.0/json/Heartbeat", json={}, headers=basic(password="wrong"))  # noqa: S106 - a wrong password on purpose
+    wiring(app).recorder.flush()
+    recorded = [r["operation"] for r in oscp.messages(ctx)]
+    assert recorded == ["unknown", "unknown", "Heartbeat", "Heartbeat"]  # no name a caller made up
 
 
 # --- the document is wrong: SOAP only -------------------------------------------------------------------

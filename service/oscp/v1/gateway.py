@@ -291,7 +291,8 @@ class OscpGateway:
     # --- JSON -----------------------------------------------------------------------------------
 
     def json_post(self, operation_name: str) -> Response:
-        ex = _Exchange("json", operation_name[:64])
+        # a name it does not serve is recorded as "unknown": callers cannot make up operations to record
+        ex = _Exchange("json", operation_name if self.json.serves(operation_name) else "unknown")
         try:
             body = self._json_exchange(ex, operation_name)
         except _Outcome as out:

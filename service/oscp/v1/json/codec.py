@@ -553,6 +553,9 @@ class JsonCodec:
 
     # server side
 
+    def serves(self, name: str) -> bool:
+        return name in self._operations
+
     def operation(self, name: str) -> Operation:
         found = self._operations.get(name)
         if found is not None:
