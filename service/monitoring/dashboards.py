@@ -849,23 +849,35 @@ def cpo_view(queries: Queries) -> Json:
         options=stat_options("lastNotNull"),
     )
     owed["fieldConfig"]["defaults"]["thresholds"] = thresholds((None, "green"), (1, "orange"), (10, "red"))
-    failures = minute_panel(
+    pushed = minute_panel(
         4,
-        "stat",
-        "Push failures in the range",
+        "bargauge",
+        "Pushes in the range by outcome",
         grid_pos(18, 0, 6, 5),
         [
             target(
                 "A",
                 f"SELECT sum({q(o.count)}) FROM {queries.oscp} WHERE {queries.cpo_is(o.cpo)} AND "
-                f"{q(o.direction)} = 'out' AND {q(o.operation)} = '{PUSH}' AND {q(o.outcome)} != 'ok' AND $timeFilter",
+                f"{q(o.direction)} = 'out' AND {q(o.operation)} = '{PUSH}' AND $timeFilter GROUP BY {q(o.outcome)}",
+                alias="$tag_outcome",
             )
         ],
-        description="Pushes to this CPO that failed (unreachable, a fault, or not accepted); each is retried with "
-        "back-off.",
-        options=stat_options("sum"),
+        description="UpdateCableCapacityForecast calls to this CPO by outcome: anything but ok is a failure "
+        "(unreachable, a fault, or not accepted), retried with back-off.",
+        overrides=[
+            {
+                "matcher": {"id": "byRegexp", "options": "^(?!ok$).*"},
+                "properties": [{"id": "color", "value": {"fixedColor": "red", "mode": "fixed"}}],
+            },
+            by_name("ok", ("color", {"fixedColor": "green", "mode": "fixed"})),
+        ],
+        options={
+            "displayMode": "basic",
+            "orientation": "horizontal",
+            "reduceOptions": {"calcs": ["sum"], "fields": "", "values": False},
+            "showUnfilled": True,
+        },
     )
-    failures["fieldConfig"]["defaults"]["thresholds"] = thresholds((None, "green"), (1, "red"))
     requests = minute_panel(
         5,
         "timeseries",
@@ -1002,7 +1014,7 @@ def cpo_view(queries: Queries) -> Json:
         "reclaimed, and the pushes owed to it and how they went.",
         time_from="now-6h",
         time_to="now",
-        panels=[online, age, owed, failures, requests, changes, reasons, pushes, state, calls],
+        panels=[online, age, owed, pushed, requests, changes, reasons, pushes, state, calls],
         variables=[cpo_variable],
         refresh="1m",
     )
