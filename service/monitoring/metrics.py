@@ -31,8 +31,8 @@ from service.usecases import oscp as uc
 log = logging.getLogger("gridcap.metrics")
 
 PUSH = "UpdateCableCapacityForecast"
-# The JSON binding names the operation in the URL, and the record keeps what the caller sent; a
-# label must not: each new value is a new series in every worker (and a file row) forever.
+# The gateway records an operation it does not serve as "unknown"; the labels check again, as each
+# new value would be a new series in every worker (and a file row) forever.
 # The OSCP 1.0 operations of both roles: listed, not imported from service.oscp.v1.messages, as
 # service.api imports this module and must not depend on the OSCP transport (import-linter); a
 # unit test keeps the two lists in step.

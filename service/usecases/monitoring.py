@@ -45,8 +45,8 @@ UNKNOWN = "-"  # a tag value that is missing, e.g. the OSCP caller was not ident
 REQUEST = "request"
 LIMIT_ACTIONS = ("cable_created", "cable_updated", "override_added", "override_removed")
 
-# Operation names come from the wire (the JSON binding records the one in the URL): a character line
-# protocol cannot carry would fail the whole write, so anything beyond these becomes "_".
+# A character line protocol cannot carry in a tag would fail the whole write: anything beyond these
+# becomes "_" (the gateway already records operations it does not serve as "unknown").
 _TAG_UNSAFE = re.compile(r"[^A-Za-z0-9._:@-]")
 
 
