@@ -86,8 +86,8 @@ class ForecastQuality:
 
     name: str = "forecast_quality"
     cable: str = "cable"
-    model: str = "model"  # the model chosen most often that day
-    rmae: str = "rmae"  # mean absolute error / mean absolute level
+    model: str = "model"  # a string field, not a tag: a later backtest may choose another one for the day
+    rmae: str = "rmae"  # mean absolute error / the spread of the day's load (P99 - P1)
     coverage: str = "coverage"  # share of measured blocks inside the forecast band (0..1)
     mae: str = "mae"  # in the cable's unit
     overload_rate: str = "overload_rate"  # share of blocks where the load exceeded what was available
@@ -135,8 +135,8 @@ class Allocation:
     name: str = "allocation"
     cable: str = "cable"
     cpo: str = "cpo"
-    unit: str = "unit"
     reason: str = "reason"  # service.domain.allocation.Reason: request_granted, handed_back, ...
+    unit: str = "unit"  # a string field, not a tag: a minute exported again must hit the same series
     changes: str = "changes"  # an integer: budget changes (one per block)
     increase: str = "increase"  # sum of the increases, in the cable's unit
     decrease: str = "decrease"  # sum of the decreases (a positive number)

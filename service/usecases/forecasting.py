@@ -440,10 +440,10 @@ def quality_points(
             )
             if math.isfinite(figures[metric])
         }
-        model = Counter(blocks["model"]).most_common(1)[0][0]
+        fields[n.model] = str(Counter(blocks["model"]).most_common(1)[0][0])
         # The local midnight as forecasts.backtest lays its days out (a DST gap shifts it forward).
         start = pd.Timestamp(day).tz_localize(config.local_tz, nonexistent="shift_forward", ambiguous=True)
-        tags = {n.cable: cable_id, n.model: str(model)}
+        tags = {n.cable: cable_id}
         points.append(Point(n.measurement(prefix), tags, fields, start.tz_convert(UTC).to_pydatetime()))
     return points
 

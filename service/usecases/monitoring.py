@@ -145,9 +145,9 @@ def allocation_points(changes: Iterable[LedgerChange], prefix: str = names.DEFAU
     points = []
     for (minute, cable_id, cpo_id, reason), (count, up, down, unit) in sorted(groups.items()):
         tags = {n.cable: cable_id, n.cpo: cpo_id, n.reason: reason}
-        if unit:
-            tags[n.unit] = unit
         fields: dict[str, float | int | bool | str] = {n.changes: count, n.increase: float(up), n.decrease: float(down)}
+        if unit:  # none once the cable is deleted
+            fields[n.unit] = unit
         points.append(Point(n.measurement(prefix), tags, fields, minute))
     return points
 
