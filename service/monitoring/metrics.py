@@ -17,7 +17,9 @@ configured CPO), never on the per-message counters.
 
 import logging
 import os
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from datetime import datetime
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
@@ -40,8 +42,8 @@ KNOWN_OPERATIONS = frozenset(
     {"RequestAdjustedCapacity", "UpdateAggregatedUsage", "GetCapacityForecast", "Heartbeat", PUSH}
 )
 UNKNOWN = "unknown"
-RATE_LIMITED = "RateLimited"  # the outcome label of a request refused with HTTP 429
 
+DATABASE_READ_MAX_AGE_S = 5.0  # how long a scrape's database read is reused (Prometheus scrapes every 15 s+)
 # 1 ms .. 10 s: a local answer takes milliseconds, a call to a slow CPO up to its push timeout.
 OSCP_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 # 10 ms .. 15 min: a push round is quick, a forecast refresh over many cables takes minutes.
@@ -95,17 +97,12 @@ def observe_job(job: str, duration_s: float, ok: bool) -> None:
         log.exception("could not record the run of job %r", job)
 
 
-def observe_message(
-    *, direction: str, binding: str, operation: str, outcome: str, duration_s: float, http_status: int | None = None
-) -> None:
+def observe_message(*, direction: str, binding: str, operation: str, outcome: str, duration_s: float) -> None:
     """Count one OSCP message in (a CPO called us) or out (we called a CPO); the Recorder calls this."""
     operation = operation if operation in KNOWN_OPERATIONS else UNKNOWN
     try:
         OSCP_DURATION.labels(direction=direction, operation=operation).observe(duration_s)
         if direction == "in":
-            # The gateway answers a throttled request with an InvalidRequest fault and HTTP 429;
-            # a dashboard wants to tell throttling from malformed requests.
-            outcome = RATE_LIMITED if http_status == 429 else outcome
             OSCP_REQUESTS.labels(operation=operation, binding=binding, outcome=outcome).inc()
             if outcome != "ok":
                 OSCP_FAULTS.labels(operation=operation, fault=outcome).inc()
@@ -118,18 +115,26 @@ def observe_message(
 
 
 class DatabaseCollector:
-    """Gauges read from the shared database at each scrape: the same answer from every worker.
+    """Gauges read from the shared database: the same answer from every worker.
 
-    A failed read still yields gridcap_database_up 0, so the scrape answers with the process metrics.
+    A read is reused for `max_age_s`, so scrapes (public, like the health check) cannot crowd OSCP
+    requests out of the database. A failed read still yields gridcap_database_up 0, so the scrape
+    answers with the process metrics.
     """
 
-    def __init__(self, ctx: Context) -> None:
+    def __init__(
+        self, ctx: Context, *, max_age_s: float = DATABASE_READ_MAX_AGE_S, timer: Callable[[], float] = time.monotonic
+    ) -> None:
         self._ctx = ctx
+        self._max_age_s = max_age_s
+        self._timer = timer
+        self._lock = threading.Lock()
+        self._last: tuple[float, list[Metric]] | None = None
 
     def collect(self) -> Iterator[Metric]:
         up = GaugeMetricFamily("gridcap_database_up", "1 if the database answered this scrape's queries, else 0.")
         try:
-            families = self._read()
+            families = self._read_cached()
         except Exception as exc:  # noqa: BLE001 - a scrape answers without the database (no traceback each time)
             log.warning("metrics: the database did not answer (%s: %s)", type(exc).__name__, exc)
             up.add_metric([], 0)
@@ -138,6 +143,14 @@ class DatabaseCollector:
         up.add_metric([], 1)
         yield up
         yield from families
+
+    def _read_cached(self) -> list[Metric]:
+        with self._lock:  # one read at a time per process; the others wait for it and reuse it
+            if self._last is not None and self._timer() - self._last[0] < self._max_age_s:
+                return self._last[1]
+            families = self._read()
+            self._last = (self._timer(), families)
+            return families
 
     def _read(self) -> list[Metric]:
         now = self._ctx.clock()
@@ -186,7 +199,7 @@ def multiprocess_dir() -> str | None:
     return os.environ.get("PROMETHEUS_MULTIPROC_DIR")
 
 
-def scrape_registry(ctx: Context, multiprocess_path: str | None) -> CollectorRegistry:
+def scrape_registry(database: DatabaseCollector, multiprocess_path: str | None) -> CollectorRegistry:
     """A fresh registry for one scrape: the process metrics of every worker (multiprocess) or of this
     process (the default registry), and the database gauges."""
     registry = CollectorRegistry()
@@ -194,10 +207,10 @@ def scrape_registry(ctx: Context, multiprocess_path: str | None) -> CollectorReg
         MultiProcessCollector(registry, path=multiprocess_path)  # type: ignore[no-untyped-call]
     else:
         registry.register(REGISTRY)
-    registry.register(DatabaseCollector(ctx))
+    registry.register(database)
     return registry
 
 
-def exposition(ctx: Context) -> tuple[bytes, str]:
+def exposition(database: DatabaseCollector) -> tuple[bytes, str]:
     """The body and content type of a scrape (Prometheus text format)."""
-    return generate_latest(scrape_registry(ctx, multiprocess_dir())), CONTENT_TYPE_LATEST
+    return generate_latest(scrape_registry(database, multiprocess_dir())), CONTENT_TYPE_LATEST

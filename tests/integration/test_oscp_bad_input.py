@@ -581,3 +581,7 @@ def test_the_fourth_call_in_a_minute_is_refused_for_that_cpo_only(
     assert 1 <= retry_after <= 60
     assert f"retry after {retry_after} s" in refused.get_data(as_text=True)
     assert call("b").status_code == 200  # another CPO has its own allowance
+    wiring(client.application).recorder.flush()
+    outcomes = [(r["cpo_id"], r["outcome"]) for r in oscp.messages(ctx)]
+    # throttling told apart from bad requests, and put down to the CPO it throttled
+    assert outcomes == [("a", "ok")] * 3 + [("a", "RateLimited"), ("b", "ok")]

@@ -89,6 +89,9 @@ class GatewaySettings:
     public_url: str = ""  # the base URL the WSDL advertises; empty: the host the client used
 
 
+RATE_LIMITED = "RateLimited"  # the outcome recorded for a call refused by the rate limit
+
+
 @dataclass
 class _Exchange:
     """One request as it will be recorded; filled in as far as it got."""
@@ -107,6 +110,7 @@ class _Outcome(Exception):
         self.fault = fault
         self.status = status
         self.headers = headers or {}
+        self.caller: str | None = None  # who it was, when known: a throttled CPO is still that CPO
 
 
 class OscpGateway:
@@ -176,7 +180,11 @@ class OscpGateway:
             )
         caller = callers.pop()
         if count:
-            self._take(caller)
+            try:
+                self._take(caller)
+            except _Outcome as out:
+                out.caller = caller
+                raise
             self._seen(caller)
         return caller
 
@@ -228,7 +236,7 @@ class OscpGateway:
             cpo_id=ex.caller,
             binding=ex.binding,
             operation=ex.operation,
-            outcome=outcome,
+            outcome=RATE_LIMITED if status == 429 else outcome,  # an InvalidRequest on the wire; told apart here
             http_status=status,
             started=ex.started,
             detail=detail,
@@ -242,6 +250,7 @@ class OscpGateway:
         try:
             body, content_type = self._soap_exchange(ex)
         except _Outcome as out:
+            ex.caller = ex.caller or out.caller
             return self._soap_fault(ex, SoapFault.from_oscp_fault(version, out.fault), out.status, out.headers)
         except SoapFault as fault:
             return self._soap_fault(ex, fault)
@@ -296,6 +305,7 @@ class OscpGateway:
         try:
             body = self._json_exchange(ex, operation_name)
         except _Outcome as out:
+            ex.caller = ex.caller or out.caller
             return self._json_error(ex, out.fault, out.status, out.headers)
         except m.OscpFault as fault:
             return self._json_error(ex, fault)

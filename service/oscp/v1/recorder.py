@@ -74,7 +74,6 @@ class Recorder:
             operation=entry.operation,
             outcome=outcome,
             duration_s=duration_s,
-            http_status=http_status,
         )
         with self._lock:
             self._buffer.append(entry)
