@@ -8,16 +8,17 @@ gunicorn workers agree is in service/monitoring/metrics.py.
 
 from flask import Blueprint, Response
 
-from service.monitoring.metrics import exposition
+from service.monitoring.metrics import DatabaseCollector, exposition
 from service.usecases import Context
 
 
 def blueprint(ctx: Context) -> Blueprint:
     blp = Blueprint("metrics", __name__)
+    database = DatabaseCollector(ctx)  # one per process: it reuses a recent read
 
     @blp.get("/metrics")
     def metrics() -> Response:
-        body, content_type = exposition(ctx)  # a database failure shows as gridcap_database_up 0
+        body, content_type = exposition(database)  # a database failure shows as gridcap_database_up 0
         return Response(body, 200, content_type=content_type, headers={"Cache-Control": "no-store"})
 
     return blp

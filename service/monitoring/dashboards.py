@@ -229,6 +229,7 @@ class Queries:
         self.cpo_state = q(CPO_STATE.measurement(prefix))
         self.job = q(JOB.measurement(prefix))
         self.coverage_target = float(settings.forecast_coverage)
+        self.local_tz = settings.forecast_local_tz  # the backtests' days are local days
         self.load = q(settings.load_measurement)
         self.load_field = q(settings.load_field)
         self.load_cable = q(settings.load_cable_tag)
@@ -712,7 +713,7 @@ def forecast_quality(queries: Queries) -> Json:
         extra={"transformations": [{"id": "organize", "options": {"excludeByName": {"Time": True}}}]},
     )
     fq = FORECAST_QUALITY
-    per_day = f"GROUP BY time($__interval), {q(fq.cable)} fill(none)"
+    per_day = f"GROUP BY time($__interval), {q(fq.cable)} fill(none) tz('{queries.local_tz}')"
     rmae = panel(
         5,
         "timeseries",
@@ -723,8 +724,9 @@ def forecast_quality(queries: Queries) -> Json:
                 "A", f"SELECT mean({q(fq.rmae)}) FROM {queries.quality} WHERE $timeFilter {per_day}", alias="$tag_cable"
             )
         ],
-        description="Day-ahead forecast error per local day, from the backtests: mean absolute error over the mean "
-        "absolute load. Lower is better; a rise means the load changed in a way the models miss.",
+        description="Day-ahead forecast error per local day, from the backtests: mean absolute error over the "
+        "spread of that day's load (P99 - P1), so noisier than the four-week figure of GET "
+        "/cables/{id}/forecast/metrics. Lower is better; a rise means the load changed in a way the models miss.",
         unit="percentunit",
         custom={**timeseries_custom(), "drawStyle": "points", "showPoints": "always", "pointSize": 6},
         options=timeseries_options(),
@@ -1054,18 +1056,19 @@ def service_health(queries: Queries) -> Json:
     latency = minute_panel(
         3,
         "timeseries",
-        "Latency p95 by operation",
+        "Latency p95 by operation (slowest CPO)",
         grid_pos(0, 8, 12, 8),
         [
             target(
                 "A",
-                f"SELECT max({q(o.p95_ms)}) FROM {queries.oscp} WHERE $timeFilter "
+                f"SELECT max({q(o.p95_ms)}) FROM {queries.oscp} WHERE {q(o.outcome)} = 'ok' AND $timeFilter "
                 f"GROUP BY time($__interval), {q(o.direction)}, {q(o.operation)} fill(none)",
                 alias="$tag_direction $tag_operation",
             )
         ],
-        description="95th percentile of the time to answer a call (in) or to make one (out), per minute; out "
-        "includes the CPO's own response time.",
+        description="The 95th percentile of the time to answer a call (in) or to make one (out), of the CPO "
+        "with the slowest calls in each minute; calls that succeeded only (a CPO that is down would show its "
+        "timeout). Out includes the CPO's own response time.",
         unit="ms",
         custom=timeseries_custom(),
         options=timeseries_options(),
