@@ -11,8 +11,17 @@ from dataclasses import dataclass
 DEFAULT_PREFIX = "gridcap_"
 
 
+class Named:
+    """A measurement: its `name`, and its full name with a deployment's prefix."""
+
+    name: str
+
+    def measurement(self, prefix: str = DEFAULT_PREFIX) -> str:
+        return f"{prefix}{self.name}"
+
+
 @dataclass(frozen=True)
-class Forecast:
+class Forecast(Named):
     """One point per cable, forecast issue and block: the base-load forecast and its band."""
 
     name: str = "forecast"
@@ -25,12 +34,9 @@ class Forecast:
     upper: str = "upper"
     model: str = "model"  # a string field: the model that made the forecast
 
-    def measurement(self, prefix: str = DEFAULT_PREFIX) -> str:
-        return f"{prefix}{self.name}"
-
 
 @dataclass(frozen=True)
-class Capacity:
+class Capacity(Named):
     """One point per cable and horizon block: what allocation works with."""
 
     name: str = "capacity"
@@ -47,12 +53,9 @@ class Capacity:
     pending: str = "pending"  # an integer: requests waiting for capacity
     congested: str = "congested"  # a boolean: requests pending, or less available than the guaranteed minimums
 
-    def measurement(self, prefix: str = DEFAULT_PREFIX) -> str:
-        return f"{prefix}{self.name}"
-
 
 @dataclass(frozen=True)
-class Budget:
+class Budget(Named):
     """One point per cable, CPO and horizon block: the budget the CPO holds."""
 
     name: str = "budget"
@@ -61,12 +64,9 @@ class Budget:
     unit: str = "unit"
     budget: str = "budget"
 
-    def measurement(self, prefix: str = DEFAULT_PREFIX) -> str:
-        return f"{prefix}{self.name}"
-
 
 @dataclass(frozen=True)
-class Usage:
+class Usage(Named):
     """One point per cable, CPO and block: the average EV load the CPO reported."""
 
     name: str = "usage"
@@ -75,12 +75,9 @@ class Usage:
     unit: str = "unit"
     usage: str = "usage"
 
-    def measurement(self, prefix: str = DEFAULT_PREFIX) -> str:
-        return f"{prefix}{self.name}"
-
 
 @dataclass(frozen=True)
-class ForecastQuality:
+class ForecastQuality(Named):
     """One point per cable and local day of a backtest (time: the day's start): how good the day-ahead
     forecast was. Written by every backtest; a later one overwrites the days it covers again."""
 
@@ -92,12 +89,9 @@ class ForecastQuality:
     mae: str = "mae"  # in the cable's unit
     overload_rate: str = "overload_rate"  # share of blocks where the load exceeded what was available
 
-    def measurement(self, prefix: str = DEFAULT_PREFIX) -> str:
-        return f"{prefix}{self.name}"
-
 
 @dataclass(frozen=True)
-class LimitChange:
+class LimitChange(Named):
     """One point per decision that changed a cable's limit (time: when it was taken), for annotations."""
 
     name: str = "limit_change"
@@ -106,12 +100,9 @@ class LimitChange:
     text: str = "text"  # a string field: who did what, as audited
     actor: str = "actor"  # a string field
 
-    def measurement(self, prefix: str = DEFAULT_PREFIX) -> str:
-        return f"{prefix}{self.name}"
-
 
 @dataclass(frozen=True)
-class OscpTraffic:
+class OscpTraffic(Named):
     """One point per minute, CPO, direction, operation and outcome: the OSCP messages recorded."""
 
     name: str = "oscp"
@@ -124,12 +115,9 @@ class OscpTraffic:
     p95_ms: str = "p95_ms"
     max_ms: str = "max_ms"
 
-    def measurement(self, prefix: str = DEFAULT_PREFIX) -> str:
-        return f"{prefix}{self.name}"
-
 
 @dataclass(frozen=True)
-class Allocation:
+class Allocation(Named):
     """One point per minute, cable, CPO and reason: how the CPO's budgets changed (the ledger)."""
 
     name: str = "allocation"
@@ -141,12 +129,9 @@ class Allocation:
     increase: str = "increase"  # sum of the increases, in the cable's unit
     decrease: str = "decrease"  # sum of the decreases (a positive number)
 
-    def measurement(self, prefix: str = DEFAULT_PREFIX) -> str:
-        return f"{prefix}{self.name}"
-
 
 @dataclass(frozen=True)
-class Requests:
+class Requests(Named):
     """One point per minute, cable, CPO and status: RequestAdjustedCapacity decisions."""
 
     name: str = "requests"
@@ -155,12 +140,9 @@ class Requests:
     status: str = "status"  # Accepted, PartiallyAccepted, Rejected
     count: str = "count"  # an integer
 
-    def measurement(self, prefix: str = DEFAULT_PREFIX) -> str:
-        return f"{prefix}{self.name}"
-
 
 @dataclass(frozen=True)
-class CpoState:
+class CpoState(Named):
     """One point per CPO at every export: its heartbeat and its owed pushes."""
 
     name: str = "cpo_state"
@@ -171,21 +153,15 @@ class CpoState:
     push_attempts: str = "push_attempts"  # an integer: the most attempts an owed push has had (0: none failed)
     oldest_push_age_s: str = "oldest_push_age_s"  # age of the oldest owed push (0: none)
 
-    def measurement(self, prefix: str = DEFAULT_PREFIX) -> str:
-        return f"{prefix}{self.name}"
-
 
 @dataclass(frozen=True)
-class JobRun:
+class JobRun(Named):
     """One point per run of a scheduled job (time: its start)."""
 
     name: str = "job"
     job: str = "job"  # the job's name as the scheduler lists it
     duration_s: str = "duration_s"
     ok: str = "ok"  # an integer: 1 finished, 0 raised
-
-    def measurement(self, prefix: str = DEFAULT_PREFIX) -> str:
-        return f"{prefix}{self.name}"
 
 
 FORECAST = Forecast()
