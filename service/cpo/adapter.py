@@ -45,7 +45,7 @@ from service.cpo.ledger import (
     constrained_demand,
     decide,
 )
-from service.cpo.store import CpoStore, OutboxItem
+from service.cpo.store import CpoStore, OutboxItem, point_values
 from service.domain.blocks import BLOCK, block_floor
 from service.domain.errors import Conflict, InvalidInput, NotFound
 from service.domain.units import Unit
@@ -896,14 +896,7 @@ class Adapter:
                     }
                 )
             return {
-                "id": cp.id,
-                "cable_id": cp.cable_id,
-                "max_current_a": cp.max_current_a,
-                "phases": cp.phases,
-                "voltage_v": cp.voltage_v,
-                "connectors": cp.connectors,
-                "protection_a": cp.protection_a,
-                "connector_max_current_a": cp.connector_max_current_a,
+                **point_values(cp),
                 "username": record.username,
                 "has_password": record.has_password,
                 "connected": state.connected,

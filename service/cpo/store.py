@@ -391,7 +391,7 @@ class CpoStore:
                 raise Conflict(f"charge point {charge_point.id} exists; update it or pick another id")
             c.execute(
                 insert(charge_points).values(
-                    **_point_values(charge_point),
+                    **point_values(charge_point),
                     username=username,
                     password_hash=password_hash,
                     created_at=now,
@@ -408,7 +408,7 @@ class CpoStore:
             done = c.execute(
                 update(charge_points)
                 .where(charge_points.c.id == charge_point.id)
-                .values(**_point_values(charge_point), updated_at=self._now())
+                .values(**point_values(charge_point), updated_at=self._now())
             )
             if done.rowcount != 1:
                 raise NotFound(f"charge point {charge_point.id} is not registered; add it first")
@@ -847,7 +847,8 @@ def _seqs(seqs: Iterable[int]) -> list[int]:
     return ids
 
 
-def _point_values(cp: ChargePoint) -> dict[str, object]:
+def point_values(cp: ChargePoint) -> dict[str, object]:
+    """A charge point's configuration by column name: stored as such, and shown as such by the REST API."""
     return {
         "id": cp.id,
         "cable_id": cp.cable_id,
