@@ -32,6 +32,7 @@ from itertools import takewhile
 from typing import Any
 
 from service.cpo import profiles as p
+from service.cpo.background import Background
 from service.cpo.central import CentralSystem, CompositeSchedule
 from service.cpo.dso import DsoLink, DsoRefused, DsoUnreachable, ReceivedBudgets
 from service.cpo.ledger import (
@@ -155,7 +156,7 @@ class Adapter:
         self._dirty: set[str] = set()
         self._wake: asyncio.Event | None = None
         self._cable_locks: dict[str, asyncio.Lock] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._background = Background(log, "CPO adapter task")
         self.ocpp_port: int | None = None
         self.ready = threading.Event()  # set once the OCPP server listens
         for tx in store.open_transactions():
@@ -172,30 +173,18 @@ class Adapter:
         self._wake = asyncio.Event()
         self.ocpp_port = await self.central.start(ocpp_host, ocpp_port)
         self.ready.set()
-        self._spawn(self._enforcer(stop))
-        self._spawn(self._every(stop, self.settings.recompute_every_s, self.recompute_all))
+        self._background.spawn(self._enforcer(stop))
+        self._background.spawn(self._every(stop, self.settings.recompute_every_s, self.recompute_all))
         if self.dso is not None:
-            self._spawn(self._dso_heartbeats(stop))
-            self._spawn(self._every(stop, self.settings.usage_every_s, self.report_usage))
-            self._spawn(self._every(stop, self.settings.adjust_every_s, self.adjust_all))
+            self._background.spawn(self._dso_heartbeats(stop))
+            self._background.spawn(self._every(stop, self.settings.usage_every_s, self.report_usage))
+            self._background.spawn(self._every(stop, self.settings.adjust_every_s, self.adjust_all))
         self.touch_all()
         try:
             await stop.wait()
         finally:
-            for task in list(self._tasks):
-                task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await self._background.cancel_all()
             await self.central.stop()
-
-    def _spawn(self, coroutine: Coroutine[Any, Any, Any]) -> None:
-        task = asyncio.ensure_future(coroutine)
-        self._tasks.add(task)
-        task.add_done_callback(self._done)
-
-    def _done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("CPO adapter task failed", exc_info=task.exception())
 
     async def _every(self, stop: asyncio.Event, every_s: float, work: Callable[[], Coroutine[Any, Any, Any]]) -> None:
         while not stop.is_set():
@@ -240,7 +229,7 @@ class Adapter:
             self._wake.clear()
             dirty, self._dirty = self._dirty, set()
             for cable_id in sorted(dirty):  # one task each: a slow charge point holds up only its cable
-                self._spawn(self._enforce_logged(cable_id))
+                self._background.spawn(self._enforce_logged(cable_id))
 
     async def _enforce_logged(self, cable_id: str) -> None:
         try:
@@ -463,8 +452,8 @@ class Adapter:
         if status != "Accepted":
             return False
         for kind in previous_kinds:  # a fallback: the profiles of the kind given up must not linger
-            self._spawn(self.central.clear_charging_profile(plan.charge_point_id, purpose=kind.value))
-        self._spawn(self._check_compliance(plan))
+            self._background.spawn(self.central.clear_charging_profile(plan.charge_point_id, purpose=kind.value))
+        self._background.spawn(self._check_compliance(plan))
         return True
 
     async def _check_compliance(self, plan: p.ProfilePlan) -> None:

@@ -38,6 +38,7 @@ from websockets.headers import parse_authorization_basic
 from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
+from service.cpo.background import Background
 from service.cpo.ledger import MeterSample, parse_sampled_values
 from service.domain.blocks import as_utc
 from service.domain.errors import InvalidInput
@@ -495,7 +496,7 @@ class CentralSystem:
         self._call_timeout_s = call_timeout_s
         self._heartbeat_interval_s = heartbeat_interval_s
         self._connections: dict[str, _Connection] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._background = Background(log, "OCPP background task")
         self._server: Server | None = None
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
@@ -522,9 +523,7 @@ class CentralSystem:
         if server is not None:
             server.close()
             await server.wait_closed()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._background.cancel_all()
 
     def connected_ids(self) -> set[str]:
         return set(self._connections)
@@ -558,16 +557,6 @@ class CentralSystem:
             return _unauthorized(connection, f"wrong or missing credentials for charge point {charge_point_id}")
         return None
 
-    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(coroutine)
-        self._tasks.add(task)
-        task.add_done_callback(self._finished)
-
-    def _finished(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("OCPP background task failed", exc_info=task.exception())
-
     async def _serve(self, websocket: ServerConnection) -> None:
         assert websocket.request is not None  # noqa: S101 - the handshake passed, so there was a request
         charge_point_id = _charge_point_id(websocket.request.path)
@@ -575,7 +564,7 @@ class CentralSystem:
             charge_point_id,
             websocket,
             self._events,
-            self._spawn,
+            self._background.spawn,
             call_timeout_s=self._call_timeout_s,
             heartbeat_interval_s=self._heartbeat_interval_s,
         )
@@ -585,7 +574,7 @@ class CentralSystem:
             # the charger reconnected (often after a reset) before the old socket timed out
             log.info("%s connected again; closing its previous connection", charge_point_id)
             previous.replaced = True
-            self._spawn(_close(previous, "replaced by a new connection"))
+            self._background.spawn(_close(previous, "replaced by a new connection"))
             self._events.disconnected(charge_point_id)
         log.info("%s connected from %s", charge_point_id, websocket.remote_address)
         self._events.connected(charge_point_id)
