@@ -36,8 +36,6 @@ from service.usecases import Context, audit, build_context, capacity, cpos, fore
 
 if TYPE_CHECKING:
     from service.cpo.app import ConfiguredPoint
-    from service.jobs.scheduler import Jobs
-    from service.oscp.v1.recorder import Recorder
     from service.timeseries import TimeseriesStore
 
 log = logging.getLogger("gridcap.cli")
@@ -240,12 +238,6 @@ def _shown_token(settings: Settings, token: str) -> str:
     return f"(from {source}; not shown)"
 
 
-def _scheduler(settings: Settings, ctx: Context, recorder: "Recorder") -> "Jobs":
-    from service.jobs.scheduler import jobs_from_settings
-
-    return jobs_from_settings(settings, ctx, recorder)
-
-
 def cmd_serve(args: argparse.Namespace) -> int:
     settings = load_settings()
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
@@ -260,6 +252,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import waitress
 
     from service.app import create_app, wiring
+    from service.jobs.scheduler import jobs_from_settings
 
     app = create_app(settings)
     try:
@@ -271,7 +264,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "pick another port with --port or GRIDCAP_PORT"
         ) from None
     wired = wiring(app)
-    scheduler = _scheduler(settings, wired.ctx, wired.recorder) if args.with_scheduler else None
+    scheduler = jobs_from_settings(settings, wired.ctx, wired.recorder) if args.with_scheduler else None
     base = f"http://{_display_host(settings.host)}:{settings.port}"
     print(f"gridcap is serving on {base} (database {make_url(settings.database_url).render_as_string()})")
     _fields(
@@ -1046,12 +1039,13 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
     """The jobs without the web server (and without its admin token), until Ctrl-C or SIGTERM."""
     import threading
 
+    from service.jobs.scheduler import jobs_from_settings
     from service.oscp.v1.recorder import Recorder
 
     settings = load_settings()
     with _opened(settings) as ctx:
         recorder = Recorder(ctx)
-        jobs = _scheduler(settings, ctx, recorder)
+        jobs = jobs_from_settings(settings, ctx, recorder)
         stopped = threading.Event()
 
         def stop(_signum: int, _frame: FrameType | None) -> None:
