@@ -90,6 +90,7 @@ class GatewaySettings:
 
 
 RATE_LIMITED = "RateLimited"  # the outcome recorded for a call refused by the rate limit
+UNKNOWN_OPERATION = "unknown"  # recorded until the request names an operation this endpoint serves
 
 
 @dataclass
@@ -97,7 +98,7 @@ class _Exchange:
     """One request as it will be recorded; filled in as far as it got."""
 
     binding: str
-    operation: str = "unknown"
+    operation: str = UNKNOWN_OPERATION
     caller: str | None = None
     started: float = field(default_factory=time.perf_counter)
 
@@ -300,8 +301,8 @@ class OscpGateway:
     # --- JSON -----------------------------------------------------------------------------------
 
     def json_post(self, operation_name: str) -> Response:
-        # a name it does not serve is recorded as "unknown": callers cannot make up operations to record
-        ex = _Exchange("json", operation_name if self.json.serves(operation_name) else "unknown")
+        # a name it does not serve stays unknown: callers cannot make up operations to record
+        ex = _Exchange("json", operation_name if self.json.serves(operation_name) else UNKNOWN_OPERATION)
         try:
             body = self._json_exchange(ex, operation_name)
         except _Outcome as out:
