@@ -5,6 +5,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
+from functools import cache
 from typing import Any, TypeVar, cast
 
 from sqlalchemy import Select, Table, and_, bindparam, case, delete, func, insert, or_, select, update
@@ -36,10 +37,108 @@ from service.store.tables import (
 
 _END_OF_TIME = datetime(9999, 1, 1, tzinfo=UTC)
 SelectT = TypeVar("SelectT", bound=Select[*tuple[Any, ...]])
-# Core tables for bulk updates (the ORM classes' __table__ is typed as a FromClause)
-_BUDGETS = cast(Table, BudgetRow.__table__)
-_OUTBOX = cast(Table, OutboxRow.__table__)
-_LEASES = cast(Table, LeaseRow.__table__)
+
+
+def _table(row: type[Any]) -> Table:
+    return cast(Table, row.__table__)  # the ORM classes' __table__ is typed as a FromClause
+
+
+_CABLES = _table(CableRow)
+_OVERRIDES = _table(LimitOverrideRow)
+_CPOS = _table(CpoRow)
+_SUBSCRIPTIONS = _table(SubscriptionRow)
+_PRESENCE = _table(PresenceRow)
+_BLOCKS = _table(BlockRow)
+_BUDGETS = _table(BudgetRow)
+_PENDING = _table(PendingRequestRow)
+_USAGE = _table(UsageRow)
+_DECISIONS = _table(DecisionRow)
+_LEDGER = _table(LedgerRow)
+_OUTBOX = _table(OutboxRow)
+_LEASES = _table(LeaseRow)
+
+# The statements of every decision, built once: building and caching a statement per call costs
+# several times what running it does. Core, not ORM: no identity map to fill and flush.
+_CABLE = select(_CABLES).where(_CABLES.c.id == bindparam("cable_id"))
+_CABLE_OVERRIDES = select(_OVERRIDES).where(_OVERRIDES.c.cable_id == bindparam("cable_id")).order_by(_OVERRIDES.c.start)
+_CPO = select(_CPOS.c.id, _CPOS.c.name, _CPOS.c.username, _CPOS.c.endpoint_url, _CPOS.c.binding).where(
+    _CPOS.c.id == bindparam("cpo_id")
+)
+_CABLE_SUBSCRIPTIONS = (
+    select(_SUBSCRIPTIONS).where(_SUBSCRIPTIONS.c.cable_id == bindparam("cable_id")).order_by(_SUBSCRIPTIONS.c.cpo_id)
+)
+_OFFLINE = select(_PRESENCE.c.cpo_id).where(
+    _PRESENCE.c.cpo_id.in_(bindparam("cpo_ids", expanding=True)), _PRESENCE.c.last_seen_at < bindparam("before")
+)
+_BOOK_BUDGETS = select(
+    _BUDGETS.c.start, _BUDGETS.c.cpo_id, _BUDGETS.c.capacity, _BUDGETS.c.told, _BUDGETS.c.reduced_at
+).where(
+    _BUDGETS.c.cable_id == bindparam("cable_id"),
+    _BUDGETS.c.start >= bindparam("from_"),
+    _BUDGETS.c.start < bindparam("until"),
+)
+_BOOK_BLOCKS = select(_BLOCKS.c.start, _BLOCKS.c.limit, _BLOCKS.c.base_load, _BLOCKS.c.margin).where(
+    _BLOCKS.c.cable_id == bindparam("cable_id"),
+    _BLOCKS.c.start >= bindparam("from_"),
+    _BLOCKS.c.start < bindparam("until"),
+)
+_BLOCK_COUNT = (
+    select(func.count())
+    .select_from(_BLOCKS)
+    .where(
+        _BLOCKS.c.cable_id == bindparam("cable_id"),
+        _BLOCKS.c.start >= bindparam("from_"),
+        _BLOCKS.c.start < bindparam("until"),
+    )
+)
+_BOOK_PENDING = select(_PENDING.c.cpo_id, _PENDING.c.start, _PENDING.c.target, _PENDING.c.requested_at).where(
+    _PENDING.c.cable_id == bindparam("cable_id"),
+    _PENDING.c.start >= bindparam("from_"),
+    _PENDING.c.start < bindparam("until"),
+)
+_USAGE_PEAKS = (
+    select(_USAGE.c.cpo_id, func.max(_USAGE.c.average_usage))
+    .where(_USAGE.c.cable_id == bindparam("cable_id"), _USAGE.c.start >= bindparam("since"))
+    .group_by(_USAGE.c.cpo_id)
+)
+_DELETE_PENDING = delete(_PENDING).where(
+    _PENDING.c.cable_id == bindparam("cable_id"), _PENDING.c.start.in_(bindparam("starts", expanding=True))
+)
+_INSERT_PENDING = insert(_PENDING)
+_b = _BUDGETS.c
+_now = bindparam("now", type_=_b.reduced_at.type)  # a case() does not take its type from the column
+_NOTE_REDUCTION = (
+    update(_BUDGETS)
+    .where(_b.cable_id == bindparam("b_cable"), _b.cpo_id == bindparam("b_cpo"), _b.start == bindparam("block"))
+    .values(reduced_at=case((and_(_b.told.is_not(None), _b.capacity < _b.told), _now), else_=None))
+)
+_CONFIRM = (
+    update(_BUDGETS)
+    .where(_b.cable_id == bindparam("b_cable"), _b.cpo_id == bindparam("b_cpo"), _b.start == bindparam("block"))
+    .values(
+        told=bindparam("value", type_=_b.told.type),
+        reduced_at=case((_b.capacity < bindparam("value", type_=_b.told.type), _now), else_=None),
+    )
+)
+_BACKING_OFF = (
+    select(_OUTBOX.c.cpo_id, func.max(_OUTBOX.c.attempts), func.max(_OUTBOX.c.next_attempt_at))
+    .where(
+        _OUTBOX.c.cpo_id.in_(bindparam("cpo_ids", expanding=True)),
+        _OUTBOX.c.delivered_at.is_(None),
+        _OUTBOX.c.attempts > 0,
+    )
+    .group_by(_OUTBOX.c.cpo_id)
+)
+_INSERT_OUTBOX = insert(_OUTBOX)
+_INSERT_DECISION = insert(_DECISIONS).returning(_DECISIONS.c.id)
+_INSERT_LEDGER = insert(_LEDGER)
+
+
+@cache
+def _upsert_statement(dialect: str, table: Table, keys: tuple[str, ...], columns: tuple[str, ...]) -> Any:
+    """INSERT ... ON CONFLICT (keys) DO UPDATE of `columns`, built once per table and dialect."""
+    stmt = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+    return stmt.on_conflict_do_update(index_elements=list(keys), set_={c: stmt.excluded[c] for c in columns})
 
 
 class Repository:
@@ -62,10 +161,11 @@ class Repository:
         known = self._cables.get(cable_id)
         if known is not None:
             return known
-        row = self.session.get(CableRow, cable_id)
+        row = self.session.execute(_CABLE, {"cable_id": cable_id}).one_or_none()
         if row is None:
             raise UnknownCable(f"cable {cable_id!r} does not exist; list the cables to see which do")
-        cable = self._cables[cable_id] = self._cable(row, self._overrides(cable_id))
+        overrides = [_override(o) for o in self.session.execute(_CABLE_OVERRIDES, {"cable_id": cable_id})]
+        cable = self._cables[cable_id] = self._cable(row, overrides)
         return cable
 
     def cables(self) -> list[Cable]:
@@ -78,14 +178,8 @@ class Repository:
     def cable_exists(self, cable_id: str) -> bool:
         return self.session.get(CableRow, cable_id) is not None
 
-    def _overrides(self, cable_id: str) -> list[LimitOverride]:
-        rows = self.session.scalars(
-            select(LimitOverrideRow).where(LimitOverrideRow.cable_id == cable_id).order_by(LimitOverrideRow.start)
-        )
-        return [_override(o) for o in rows]
-
     @staticmethod
-    def _cable(row: CableRow, overrides: Sequence[LimitOverride]) -> Cable:
+    def _cable(row: Any, overrides: Sequence[LimitOverride]) -> Cable:
         return Cable(
             id=row.id,
             name=row.name,
@@ -141,7 +235,7 @@ class Repository:
     # --- CPOs ---------------------------------------------------------------------------------
 
     def cpo(self, cpo_id: str) -> Cpo:
-        row = self.session.get(CpoRow, cpo_id)
+        row = self.session.execute(_CPO, {"cpo_id": cpo_id}).one_or_none()
         if row is None:
             raise UnknownCpo(f"CPO {cpo_id!r} does not exist; list the CPOs to see which do")
         return _cpo(row)
@@ -187,7 +281,7 @@ class Repository:
     def seen(self, cpo_id: str, at: datetime) -> datetime | None:
         """Record contact with the CPO; returns when it was last heard from before."""
         before = self.session.scalar(select(PresenceRow.last_seen_at).where(PresenceRow.cpo_id == cpo_id))
-        self._upsert(PresenceRow, [{"cpo_id": cpo_id, "last_seen_at": at}], keys=("cpo_id",))
+        self._upsert(_PRESENCE, [{"cpo_id": cpo_id, "last_seen_at": at}], keys=("cpo_id",))
         return before
 
     def last_seen(self) -> dict[str, datetime]:
@@ -199,19 +293,14 @@ class Repository:
         ids = list(among)
         if not ids:
             return frozenset()
-        rows = self.session.scalars(
-            select(PresenceRow.cpo_id).where(PresenceRow.cpo_id.in_(ids), PresenceRow.last_seen_at < offline_before)
-        )
-        return frozenset(rows)
+        return frozenset(self.session.scalars(_OFFLINE, {"cpo_ids": ids, "before": offline_before}))
 
     # --- subscriptions ------------------------------------------------------------------------
 
     def subscriptions(self, cable_id: str) -> dict[str, Subscription]:
         known = self._subscriptions.get(cable_id)
         if known is None:
-            rows = self.session.scalars(
-                select(SubscriptionRow).where(SubscriptionRow.cable_id == cable_id).order_by(SubscriptionRow.cpo_id)
-            )
+            rows = self.session.execute(_CABLE_SUBSCRIPTIONS, {"cable_id": cable_id})
             known = self._subscriptions[cable_id] = {r.cpo_id: _subscription(r) for r in rows}
         return dict(known)  # a copy: callers (the allocation rules) may change theirs
 
@@ -251,14 +340,7 @@ class Repository:
         )
 
     def block_count(self, cable_id: str, start: datetime, end: datetime) -> int:
-        return int(
-            self.session.scalar(
-                select(func.count())
-                .select_from(BlockRow)
-                .where(BlockRow.cable_id == cable_id, BlockRow.start >= start, BlockRow.start < end)
-            )
-            or 0
-        )
+        return int(self.session.scalar(_BLOCK_COUNT, {"cable_id": cable_id, "from_": start, "until": end}) or 0)
 
     def load_book(
         self,
@@ -271,25 +353,17 @@ class Repository:
     ) -> CableBook:
         """The cable's handed-out blocks in [start, end) (end None: from start on) with budgets,
         pending requests and, given `holds`, what CPOs confirmed and which are offline."""
-        end = end or _END_OF_TIME
+        in_range = {"cable_id": cable.id, "from_": start, "until": end or _END_OF_TIME}
         subscriptions = self.subscriptions(cable.id)
         offline = self.offline_cpos(holds.offline_before, subscriptions) if holds else frozenset()
-        # Core rather than ORM rows: a horizon of 20 CPOs is thousands of budget rows.
-        conn = self.session.connection()
         budgets: dict[datetime, dict[str, Decimal]] = {}
         told: dict[datetime, dict[str, Decimal]] = {}
-        budget = BudgetRow.__table__.c
-        for block_start, cpo_id, capacity, confirmed, reduced_at in conn.execute(
-            select(budget.start, budget.cpo_id, budget.capacity, budget.told, budget.reduced_at).where(
-                budget.cable_id == cable.id, budget.start >= start, budget.start < end
-            )
-        ):
+        for block_start, cpo_id, capacity, confirmed, reduced_at in self.session.execute(_BOOK_BUDGETS, in_range):
             budgets.setdefault(block_start, {})[cpo_id] = capacity
             if holds is not None:
                 known = _known(holds, offline, subscriptions, cpo_id=cpo_id, confirmed=confirmed, reduced_at=reduced_at)
                 if known is not None:
                     told.setdefault(block_start, {})[cpo_id] = known
-        block = BlockRow.__table__.c
         blocks = {
             row.start: BlockState(
                 row.start,
@@ -299,26 +373,14 @@ class Repository:
                 budgets.get(row.start, {}),
                 told=told.get(row.start, {}),
             )
-            for row in conn.execute(
-                select(block.start, block.limit, block.base_load, block.margin).where(
-                    block.cable_id == cable.id, block.start >= start, block.start < end
-                )
-            )
+            for row in self.session.execute(_BOOK_BLOCKS, in_range)
         }
-        for p in self.session.scalars(
-            select(PendingRequestRow).where(
-                PendingRequestRow.cable_id == cable.id, PendingRequestRow.start >= start, PendingRequestRow.start < end
-            )
-        ):
+        for p in self.session.execute(_BOOK_PENDING, in_range):
             blocks[p.start].pending[p.cpo_id] = PendingRequest(p.cpo_id, p.start, p.target, p.requested_at)
         peaks: dict[str, Decimal] = {}
         if usage_since is not None:
-            for cpo_id, peak in self.session.execute(
-                select(UsageRow.cpo_id, func.max(UsageRow.average_usage))
-                .where(UsageRow.cable_id == cable.id, UsageRow.start >= usage_since)
-                .group_by(UsageRow.cpo_id)
-            ):
-                peaks[cpo_id] = peak
+            rows = self.session.execute(_USAGE_PEAKS, {"cable_id": cable.id, "since": usage_since})
+            peaks = {row[0]: row[1] for row in rows}
         return CableBook(cable, subscriptions, blocks, usage_peak=peaks, offline=offline)
 
     def save_book(self, book: CableBook, starts: Iterable[datetime], changes: Sequence[BudgetChange]) -> None:
@@ -326,7 +388,7 @@ class Repository:
         cable_id = book.cable.id
         starts = list(starts)
         self._upsert(
-            BlockRow,
+            _BLOCKS,
             [
                 {"cable_id": cable_id, "start": s, "limit": b.limit, "base_load": b.base_load, "margin": b.margin}
                 for s in starts
@@ -336,7 +398,7 @@ class Repository:
         )
         final = {(c.cpo_id, c.block_start) for c in changes}
         self._upsert(
-            BudgetRow,
+            _BUDGETS,
             [
                 {
                     "cable_id": cable_id,
@@ -349,11 +411,7 @@ class Repository:
             keys=("cable_id", "start", "cpo_id"),
         )
         if starts:
-            self.session.execute(
-                delete(PendingRequestRow).where(
-                    PendingRequestRow.cable_id == cable_id, PendingRequestRow.start.in_(starts)
-                )
-            )
+            self.session.execute(_DELETE_PENDING, {"cable_id": cable_id, "starts": starts})
             pending = [
                 {
                     "cable_id": cable_id,
@@ -366,34 +424,26 @@ class Repository:
                 for p in book.blocks[s].pending.values()
             ]
             if pending:
-                self.session.execute(insert(PendingRequestRow), pending)
+                self.session.execute(_INSERT_PENDING, pending)
 
     def note_reductions(self, cable_id: str, changed: Iterable[tuple[str, datetime]], now: datetime) -> None:
         """(Re)start the notice period of changed budgets that are below what their CPO confirmed,
         end it for those back at or above it. A further cut restarts it: the CPO has yet to learn
         of it."""
-        b = BudgetRow.__table__.c
-        by_cpo: dict[str, list[datetime]] = {}
-        for cpo_id, start in changed:
-            by_cpo.setdefault(cpo_id, []).append(start)
-        for cpo_id, starts in sorted(by_cpo.items()):
-            self.session.execute(
-                update(_BUDGETS)
-                .where(b.cable_id == cable_id, b.cpo_id == cpo_id, b.start.in_(starts))
-                .values(reduced_at=case((and_(b.told.is_not(None), b.capacity < b.told), now), else_=None))
-            )
+        rows = [{"b_cable": cable_id, "b_cpo": cpo_id, "block": start, "now": now} for cpo_id, start in sorted(changed)]
+        if rows:
+            self.session.execute(_NOTE_REDUCTION, rows)
 
     def confirm(self, cable_id: str, cpo_id: str, told: dict[datetime, Decimal], now: datetime) -> None:
         """The CPO now knows these budgets: a push it Accepted, or the answer to its own request."""
         if not told:
             return
-        b = BudgetRow.__table__.c
-        value = bindparam("value", type_=b.told.type)
-        self.session.connection().execute(  # one statement for all blocks (executemany)
-            update(_BUDGETS)
-            .where(b.cable_id == cable_id, b.cpo_id == cpo_id, b.start == bindparam("block", type_=b.start.type))
-            .values(told=value, reduced_at=case((b.capacity < value, now), else_=None)),
-            [{"block": start, "value": v} for start, v in told.items()],
+        self.session.execute(  # one statement for all blocks (executemany)
+            _CONFIRM,
+            [
+                {"b_cable": cable_id, "b_cpo": cpo_id, "block": start, "value": v, "now": now}
+                for start, v in told.items()
+            ],
         )
 
     def offered(self, cable_id: str, cpo_id: str, start: datetime, end: datetime) -> None:
@@ -473,13 +523,12 @@ class Repository:
             )
         )
 
-    def _upsert(self, table: Any, rows: list[dict[str, Any]], keys: tuple[str, ...]) -> None:
+    def _upsert(self, table: Table, rows: list[dict[str, Any]], keys: tuple[str, ...]) -> None:
         if not rows:
             return
         dialect = self.session.get_bind().dialect.name
-        stmt = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
-        updates = {c: stmt.excluded[c] for c in rows[0] if c not in keys}
-        self.session.execute(stmt.on_conflict_do_update(index_elements=list(keys), set_=updates), rows)
+        columns = tuple(c for c in rows[0] if c not in keys)
+        self.session.execute(_upsert_statement(dialect, table, keys, columns), rows)
 
     # --- forecasts ----------------------------------------------------------------------------
 
@@ -498,7 +547,7 @@ class Repository:
         if run is not None and run.issued_at is not None and run.issued_at > issued_at:
             return False
         self._upsert(
-            BaseLoadForecastRow,
+            _table(BaseLoadForecastRow),
             [
                 {
                     "cable_id": cable_id,
@@ -580,7 +629,7 @@ class Repository:
 
     def save_usage(self, cable_id: str, cpo_id: str, usage: dict[datetime, Decimal], now: datetime) -> None:
         self._upsert(
-            UsageRow,
+            _USAGE,
             [
                 {"cable_id": cable_id, "cpo_id": cpo_id, "start": s, "average_usage": u, "reported_at": now}
                 for s, u in sorted(usage.items())
@@ -618,18 +667,8 @@ class Repository:
         ids = sorted(set(cpo_ids))
         if not ids:
             return
-        o = OutboxRow.__table__.c
         backing_off = {
-            row.cpo_id: (row.attempts, row.next_attempt_at)
-            for row in self.session.execute(
-                select(
-                    o.cpo_id,
-                    func.max(o.attempts).label("attempts"),
-                    func.max(o.next_attempt_at).label("next_attempt_at"),
-                )
-                .where(o.cpo_id.in_(ids), o.delivered_at.is_(None), o.attempts > 0)
-                .group_by(o.cpo_id)
-            )
+            cpo_id: (attempts, due) for cpo_id, attempts, due in self.session.execute(_BACKING_OFF, {"cpo_ids": ids})
         }
         rows = []
         for cpo_id in ids:
@@ -643,7 +682,7 @@ class Repository:
                     "next_attempt_at": due,
                 }
             )
-        self.session.execute(insert(OutboxRow), rows)
+        self.session.execute(_INSERT_OUTBOX, rows)
 
     def push_now(self, cpo_id: str, now: datetime) -> None:
         """The CPO is back: its undelivered pushes are due at once."""
@@ -731,15 +770,13 @@ class Repository:
     # --- audit --------------------------------------------------------------------------------
 
     def record(self, decision: "DecisionRecord", changes: Sequence[BudgetChange]) -> int:
-        row = DecisionRow(**dataclasses.asdict(decision))
-        self.session.add(row)
-        self.session.flush()
+        decision_id: int = self.session.execute(_INSERT_DECISION, dataclasses.asdict(decision)).scalar_one()
         if changes:
             self.session.execute(
-                insert(LedgerRow),
+                _INSERT_LEDGER,
                 [
                     {
-                        "decision_id": row.id,
+                        "decision_id": decision_id,
                         "at": decision.at,
                         "cable_id": decision.cable_id,
                         "cpo_id": c.cpo_id,
@@ -751,7 +788,7 @@ class Repository:
                     for c in changes
                 ],
             )
-        return row.id
+        return decision_id
 
     def ledger(
         self, *, cable_id: str | None, cpo_id: str | None, since: datetime | None, limit: int
@@ -837,17 +874,20 @@ class DecisionRecord:
     severity: str = "info"
 
 
-def _override(row: LimitOverrideRow) -> LimitOverride:
+# Row converters take an ORM row or a Core row of the same columns.
+
+
+def _override(row: Any) -> LimitOverride:
     return LimitOverride(start=row.start, end=row.end, limit=row.limit, reason=row.reason, id=row.id)
 
 
-def _cpo(row: CpoRow) -> Cpo:
+def _cpo(row: Any) -> Cpo:
     return Cpo(
         id=row.id, name=row.name, username=row.username, endpoint_url=row.endpoint_url, binding=Binding(row.binding)
     )
 
 
-def _subscription(row: SubscriptionRow) -> Subscription:
+def _subscription(row: Any) -> Subscription:
     return Subscription(row.cable_id, row.cpo_id, row.weight, row.guaranteed_minimum)
 
 
