@@ -9,13 +9,20 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from service.domain.allocation import AdjustStatus, available_capacity, request_capacity
+from service.domain.allocation import (
+    AdjustStatus,
+    CableBook,
+    Ledger,
+    RequestOutcome,
+    available_capacity,
+    request_capacity,
+)
 from service.domain.blocks import BLOCK, aligned, block_of, block_starts
-from service.domain.errors import InvalidInput, NotSubscribed
+from service.domain.errors import GridcapError, InvalidInput, NotSubscribed
 from service.domain.model import Cable
 from service.domain.units import ZERO, Unit, in_cable_unit, to_capacity
 from service.store import DecisionRecord, Repository
-from service.usecases.context import Context, commit, open_book, save_hand_out
+from service.usecases.context import Context, audit, open_book, save_hand_out
 
 log = logging.getLogger("gridcap.capacity")
 
@@ -70,9 +77,21 @@ def _blocks(items: Sequence[BlockQuantity], field: str, quantity: str) -> dict[d
 def require_subscription(repo: Repository, cable_id: str, cpo_id: str) -> None:
     """Raise UnknownCable, UnknownCpo or NotSubscribed unless the CPO is on the cable."""
     repo.cable(cable_id)  # raises UnknownCable
-    repo.cpo(cpo_id)  # raises UnknownCpo
     if cpo_id not in repo.subscriptions(cable_id):
+        repo.cpo(cpo_id)  # raises UnknownCpo; a subscription always names an existing CPO
         raise NotSubscribed(f"CPO {cpo_id!r} is not subscribed to cable {cable_id!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class _Ask:
+    """One request waiting to be decided: its blocks checked for form, not yet against the cable."""
+
+    cpo_id: str
+    blocks: Sequence[BlockQuantity]
+    wanted: dict[datetime, Decimal]  # per block start, in the unit it was sent in
+    actor: str
+    field: str
+    answered: bool
 
 
 def request(
@@ -89,37 +108,87 @@ def request(
 
     answered: the CPO itself receives the answer (OSCP), so its new budgets count as confirmed;
     otherwise (an engineer on its behalf) it learns them from the push that follows.
+
+    Requests on one cable that arrive while others are decided are decided together, in order of
+    arrival and in one transaction (`Combiner`); each gets its own decision, audit and answer,
+    exactly as if it had been decided alone after the ones before it.
     """
-    wanted = _blocks(blocks, field, "capacity")
+    ask = _Ask(cpo_id, blocks, _blocks(blocks, field, "capacity"), actor, field, answered)
+    return ctx.combiner.submit(cable_id, ask, lambda asks: _decide_requests(ctx, cable_id, asks))
+
+
+def _decide_requests(ctx: Context, cable_id: str, asks: Sequence[_Ask]) -> list[RequestResult | GridcapError]:
+    results: dict[int, RequestResult | GridcapError] = {}
     with ctx.db.write((cable_id,)) as session:
         now = ctx.clock()  # under the lock
-        h_start, h_end = ctx.horizon(now)
-        for start in wanted:
-            if start < h_start:
-                raise InvalidInput(
-                    f"block {start.isoformat()} has already ended; ask only for current or future blocks"
-                )
-            if start >= h_end:
-                raise InvalidInput(
-                    f"block {start.isoformat()} is beyond the horizon; budgets exist until {h_end.isoformat()}"
-                )
         repo = Repository(session)
-        require_subscription(repo, cable_id, cpo_id)
         cable = repo.cable(cable_id)
-        wanted = _in_cable_unit(wanted, blocks, cable, field, "capacity")
-        horizon = open_book(repo, ctx, cable, now, start=min(wanted), end=max(wanted) + BLOCK)
-        outcome = request_capacity(horizon.book, cpo_id, wanted, now=now, policy=ctx.policy, answered=answered)
-        asked = sum(wanted.values(), ZERO)
-        got = sum(outcome.budgets.values(), ZERO)
-        message = f"{cpo_id} asked for {asked} {cable.unit} over {len(wanted)} blocks and now holds {got}"
-        decision = DecisionRecord(
-            now, actor, "request", message, cable_id=cable_id, cpo_id=cpo_id, status=outcome.status.value
-        )
-        decision_id = commit(repo, horizon, decision, outcome.ledger, touched=wanted)
-        if answered:
-            repo.confirm(cable_id, cpo_id, outcome.budgets, now)
-        backup = horizon.book.minimum(cpo_id)
-    return RequestResult(decision_id, outcome.status, outcome.budgets, wanted, cable.unit, backup)
+        checked: dict[int, dict[datetime, Decimal]] = {}
+        for i, ask in enumerate(asks):
+            try:
+                checked[i] = _checked(ctx, repo, cable, ask, now)
+            except GridcapError as exc:
+                results[i] = exc
+        if checked:
+            starts = sorted({start for wanted in checked.values() for start in wanted})
+            horizon = open_book(repo, ctx, cable, now, start=starts[0], end=starts[-1] + BLOCK)
+            book = horizon.book
+            decided: dict[int, RequestOutcome] = {}
+            for i, wanted in checked.items():
+                ask = asks[i]
+                try:  # a request is checked whole before it changes the book
+                    outcome = request_capacity(
+                        book, ask.cpo_id, wanted, now=now, policy=ctx.policy, answered=ask.answered
+                    )
+                except GridcapError as exc:
+                    results[i] = exc
+                    continue
+                if ask.answered:  # what it was told holds for the requests after it, as once saved
+                    for start, budget in outcome.budgets.items():
+                        book.blocks[start].release(ask.cpo_id, budget)
+                decided[i] = outcome
+            changes = Ledger([change for outcome in decided.values() for change in outcome.ledger.changes])
+            save_hand_out(repo, horizon, now, changes, touched=starts)
+            for i, outcome in decided.items():
+                results[i] = _answer(repo, book, asks[i], wanted=checked[i], outcome=outcome, now=now)
+    return [results[i] for i in range(len(asks))]
+
+
+def _checked(ctx: Context, repo: Repository, cable: Cable, ask: _Ask, now: datetime) -> dict[datetime, Decimal]:
+    """The request's blocks in the cable's unit; raises what is wrong with it."""
+    h_start, h_end = ctx.horizon(now)
+    for start in ask.wanted:
+        if start < h_start:
+            raise InvalidInput(f"block {start.isoformat()} has already ended; ask only for current or future blocks")
+        if start >= h_end:
+            raise InvalidInput(
+                f"block {start.isoformat()} is beyond the horizon; budgets exist until {h_end.isoformat()}"
+            )
+    require_subscription(repo, cable.id, ask.cpo_id)
+    return _in_cable_unit(ask.wanted, ask.blocks, cable, ask.field, "capacity")
+
+
+def _answer(
+    repo: Repository,
+    book: CableBook,
+    ask: _Ask,
+    *,
+    wanted: dict[datetime, Decimal],
+    outcome: RequestOutcome,
+    now: datetime,
+) -> RequestResult:
+    """Audit one decided request, note what its CPO was told, and say what it got."""
+    cable = book.cable
+    asked = sum(wanted.values(), ZERO)
+    got = sum(outcome.budgets.values(), ZERO)
+    message = f"{ask.cpo_id} asked for {asked} {cable.unit} over {len(wanted)} blocks and now holds {got}"
+    decision = DecisionRecord(
+        now, ask.actor, "request", message, cable_id=cable.id, cpo_id=ask.cpo_id, status=outcome.status.value
+    )
+    decision_id = audit(repo, decision, outcome.ledger)
+    if ask.answered:
+        repo.confirm(cable.id, ask.cpo_id, outcome.budgets, now)
+    return RequestResult(decision_id, outcome.status, outcome.budgets, wanted, cable.unit, book.minimum(ask.cpo_id))
 
 
 def report_usage(

@@ -24,6 +24,7 @@ from service.domain.model import Cable
 from service.settings import Settings
 from service.store import Database, DecisionRecord, HoldRules, Repository
 from service.usecases.baseload import BaseLoadSource, ForecastBaseLoad
+from service.usecases.batching import Combiner
 
 log = logging.getLogger("gridcap.decisions")
 
@@ -45,6 +46,7 @@ class Context:
     history: timedelta = timedelta(weeks=8)  # of measurements each forecast learns from
     results_prefix: str = "gridcap_"  # of the measurements written back for monitoring
     power_factor: float = 0.9  # the lowest expected: measured kW become this much more current
+    combiner: Combiner = field(default_factory=Combiner, compare=False, repr=False)  # of concurrent decisions
 
     def horizon(self, now: datetime) -> tuple[datetime, datetime]:
         """[start of the current block, that + horizon): the blocks that have budgets."""
@@ -129,7 +131,7 @@ def commit(
 ) -> int:
     """Check the invariants, then save the book and audit the decision, in the open transaction."""
     save_hand_out(repo, horizon, decision.at, ledger, touched=touched)
-    return _audit(repo, decision, ledger or Ledger())
+    return audit(repo, decision, ledger or Ledger())
 
 
 def save_hand_out(
@@ -152,10 +154,11 @@ def save_hand_out(
     repo.enqueue_pushes(book.cable.id, {c.cpo_id for c in changes}, now)
     if new_starts:
         message = f"{len(new_starts)} blocks entered the horizon and were handed out"
-        _audit(repo, DecisionRecord(now, "system", "hand_out", message, cable_id=book.cable.id), handed)
+        audit(repo, DecisionRecord(now, "system", "hand_out", message, cable_id=book.cable.id), handed)
 
 
-def _audit(repo: Repository, decision: DecisionRecord, ledger: Ledger) -> int:
+def audit(repo: Repository, decision: DecisionRecord, ledger: Ledger) -> int:
+    """Record the decision with its budget changes; one that raised alerts is critical."""
     if ledger.alerts:
         more = f"; and {len(ledger.alerts) - 5} more blocks" if len(ledger.alerts) > 5 else ""
         message = f"{decision.message}; {'; '.join(ledger.alerts[:5])}{more}"
