@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from service.domain.allocation import BlockState, BudgetChange, CableBook, PendingRequest
 from service.domain.errors import UnknownCable, UnknownCpo
 from service.domain.model import Binding, Cable, Cpo, LimitOverride, Subscription
-from service.domain.units import Unit
+from service.domain.units import ZERO, Unit
 from service.store.tables import (
     BaseLoadForecastRow,
     BlockRow,
@@ -107,11 +107,6 @@ _DELETE_PENDING = delete(_PENDING).where(
 _INSERT_PENDING = insert(_PENDING)
 _b = _BUDGETS.c
 _now = bindparam("now", type_=_b.reduced_at.type)  # a case() does not take its type from the column
-_NOTE_REDUCTION = (
-    update(_BUDGETS)
-    .where(_b.cable_id == bindparam("b_cable"), _b.cpo_id == bindparam("b_cpo"), _b.start == bindparam("block"))
-    .values(reduced_at=case((and_(_b.told.is_not(None), _b.capacity < _b.told), _now), else_=None))
-)
 _CONFIRM = (
     update(_BUDGETS)
     .where(_b.cable_id == bindparam("b_cable"), _b.cpo_id == bindparam("b_cpo"), _b.start == bindparam("block"))
@@ -130,8 +125,20 @@ _BACKING_OFF = (
     .group_by(_OUTBOX.c.cpo_id)
 )
 _INSERT_OUTBOX = insert(_OUTBOX)
-_INSERT_DECISION = insert(_DECISIONS).returning(_DECISIONS.c.id)
+_INSERT_DECISIONS = insert(_DECISIONS).returning(_DECISIONS.c.id, sort_by_parameter_order=True)
 _INSERT_LEDGER = insert(_LEDGER)
+
+
+@cache
+def _budget_upsert(dialect: str) -> Any:
+    """Set budgets. Where one falls below what its CPO confirmed, the notice period (re)starts: a
+    further cut has yet to reach it. Where it is back at or above that, nothing is held."""
+    stmt = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(_BUDGETS)
+    new, noted_at = stmt.excluded.capacity, bindparam("noted_at", type_=_b.reduced_at.type)
+    return stmt.on_conflict_do_update(
+        index_elements=["cable_id", "start", "cpo_id"],
+        set_={"capacity": new, "reduced_at": case((and_(_b.told.is_not(None), new < _b.told), noted_at), else_=None)},
+    )
 
 
 @cache
@@ -150,6 +157,9 @@ class Repository:
         # Every method that writes those tables forgets them.
         self._cables: dict[str, Cable] = {}
         self._subscriptions: dict[str, dict[str, Subscription]] = {}
+        # What the database holds of each block read or written in this transaction: its limit,
+        # base load and margin, and whether it has pending requests. Saving skips what is unchanged.
+        self._stored_blocks: dict[tuple[str, datetime], tuple[Decimal, Decimal, Decimal, bool]] = {}
 
     def _forget(self, cable_id: str) -> None:
         self._cables.pop(cable_id, None)
@@ -377,41 +387,46 @@ class Repository:
         }
         for p in self.session.execute(_BOOK_PENDING, in_range):
             blocks[p.start].pending[p.cpo_id] = PendingRequest(p.cpo_id, p.start, p.target, p.requested_at)
+        for s, b in blocks.items():
+            self._stored_blocks[(cable.id, s)] = (b.limit, b.base_load, b.margin, bool(b.pending))
         peaks: dict[str, Decimal] = {}
         if usage_since is not None:
             rows = self.session.execute(_USAGE_PEAKS, {"cable_id": cable.id, "since": usage_since})
             peaks = {row[0]: row[1] for row in rows}
         return CableBook(cable, subscriptions, blocks, usage_peak=peaks, offline=offline)
 
-    def save_book(self, book: CableBook, starts: Iterable[datetime], changes: Sequence[BudgetChange]) -> None:
-        """Write the given blocks' parameters and pending requests, and the changed budgets."""
+    def save_book(
+        self, book: CableBook, starts: Iterable[datetime], changes: Sequence[BudgetChange], now: datetime
+    ) -> None:
+        """Write the given blocks' parameters and pending requests, where changed, and the changed
+        budgets, (re)starting the notice period of those now below what their CPO confirmed."""
         cable_id = book.cable.id
-        starts = list(starts)
-        self._upsert(
-            _BLOCKS,
-            [
-                {"cable_id": cable_id, "start": s, "limit": b.limit, "base_load": b.base_load, "margin": b.margin}
-                for s in starts
-                for b in (book.blocks[s],)
-            ],
-            keys=("cable_id", "start"),
-        )
-        final = {(c.cpo_id, c.block_start) for c in changes}
-        self._upsert(
-            _BUDGETS,
-            [
-                {
-                    "cable_id": cable_id,
-                    "start": s,
-                    "cpo_id": cpo,
-                    "capacity": book.blocks[s].budgets.get(cpo, Decimal(0)),
-                }
-                for cpo, s in sorted(final)
-            ],
-            keys=("cable_id", "start", "cpo_id"),
-        )
-        if starts:
-            self.session.execute(_DELETE_PENDING, {"cable_id": cable_id, "starts": starts})
+        blocks, pending_starts = [], []
+        for s in starts:
+            b = book.blocks[s]
+            params = (b.limit, b.base_load, b.margin)
+            stored = self._stored_blocks.get((cable_id, s))
+            if stored is None or stored[:3] != params:
+                blocks.append({"cable_id": cable_id, "start": s, "limit": b.limit, "base_load": b.base_load,
+                               "margin": b.margin})  # fmt: skip
+            if stored is None or stored[3] or b.pending:
+                pending_starts.append(s)
+            self._stored_blocks[(cable_id, s)] = (*params, bool(b.pending))
+        self._upsert(_BLOCKS, blocks, keys=("cable_id", "start"))
+        budgets = [
+            {
+                "cable_id": cable_id,
+                "start": s,
+                "cpo_id": cpo,
+                "capacity": book.blocks[s].budgets.get(cpo, ZERO),
+                "noted_at": now,
+            }
+            for cpo, s in sorted({(c.cpo_id, c.block_start) for c in changes})
+        ]
+        if budgets:
+            self.session.execute(_budget_upsert(self._dialect), budgets)
+        if pending_starts:
+            self.session.execute(_DELETE_PENDING, {"cable_id": cable_id, "starts": pending_starts})
             pending = [
                 {
                     "cable_id": cable_id,
@@ -420,31 +435,25 @@ class Repository:
                     "target": p.target,
                     "requested_at": p.requested_at,
                 }
-                for s in starts
+                for s in pending_starts
                 for p in book.blocks[s].pending.values()
             ]
             if pending:
                 self.session.execute(_INSERT_PENDING, pending)
 
-    def note_reductions(self, cable_id: str, changed: Iterable[tuple[str, datetime]], now: datetime) -> None:
-        """(Re)start the notice period of changed budgets that are below what their CPO confirmed,
-        end it for those back at or above it. A further cut restarts it: the CPO has yet to learn
-        of it."""
-        rows = [{"b_cable": cable_id, "b_cpo": cpo_id, "block": start, "now": now} for cpo_id, start in sorted(changed)]
-        if rows:
-            self.session.execute(_NOTE_REDUCTION, rows)
-
     def confirm(self, cable_id: str, cpo_id: str, told: dict[datetime, Decimal], now: datetime) -> None:
         """The CPO now knows these budgets: a push it Accepted, or the answer to its own request."""
-        if not told:
-            return
-        self.session.execute(  # one statement for all blocks (executemany)
-            _CONFIRM,
-            [
-                {"b_cable": cable_id, "b_cpo": cpo_id, "block": start, "value": v, "now": now}
-                for start, v in told.items()
-            ],
-        )
+        self.confirm_all(cable_id, [(cpo_id, told)], now)
+
+    def confirm_all(self, cable_id: str, told: Sequence[tuple[str, dict[datetime, Decimal]]], now: datetime) -> None:
+        """`confirm` for several answers in one statement (executemany), applied in order."""
+        rows = [
+            {"b_cable": cable_id, "b_cpo": cpo_id, "block": start, "value": v, "now": now}
+            for cpo_id, budgets in told
+            for start, v in budgets.items()
+        ]
+        if rows:
+            self.session.execute(_CONFIRM, rows)
 
     def offered(self, cable_id: str, cpo_id: str, start: datetime, end: datetime) -> None:
         """A push of the CPO's current budgets is leaving: where a budget is above what it confirmed,
@@ -526,9 +535,12 @@ class Repository:
     def _upsert(self, table: Table, rows: list[dict[str, Any]], keys: tuple[str, ...]) -> None:
         if not rows:
             return
-        dialect = self.session.get_bind().dialect.name
         columns = tuple(c for c in rows[0] if c not in keys)
-        self.session.execute(_upsert_statement(dialect, table, keys, columns), rows)
+        self.session.execute(_upsert_statement(self._dialect, table, keys, columns), rows)
+
+    @property
+    def _dialect(self) -> str:
+        return self.session.get_bind().dialect.name
 
     # --- forecasts ----------------------------------------------------------------------------
 
@@ -770,25 +782,28 @@ class Repository:
     # --- audit --------------------------------------------------------------------------------
 
     def record(self, decision: "DecisionRecord", changes: Sequence[BudgetChange]) -> int:
-        decision_id: int = self.session.execute(_INSERT_DECISION, dataclasses.asdict(decision)).scalar_one()
-        if changes:
-            self.session.execute(
-                _INSERT_LEDGER,
-                [
-                    {
-                        "decision_id": decision_id,
-                        "at": decision.at,
-                        "cable_id": decision.cable_id,
-                        "cpo_id": c.cpo_id,
-                        "start": c.block_start,
-                        "old_capacity": c.old,
-                        "new_capacity": c.new,
-                        "reason": c.reason.value,
-                    }
-                    for c in changes
-                ],
-            )
-        return decision_id
+        return self.record_all([(decision, changes)])[0]
+
+    def record_all(self, decisions: Sequence[tuple["DecisionRecord", Sequence[BudgetChange]]]) -> list[int]:
+        """Audit decisions with their budget changes, in order; returns their ids."""
+        ids = list(self.session.scalars(_INSERT_DECISIONS, [dataclasses.asdict(d) for d, _ in decisions]))
+        ledger = [
+            {
+                "decision_id": decision_id,
+                "at": decision.at,
+                "cable_id": decision.cable_id,
+                "cpo_id": c.cpo_id,
+                "start": c.block_start,
+                "old_capacity": c.old,
+                "new_capacity": c.new,
+                "reason": c.reason.value,
+            }
+            for decision_id, (decision, changes) in zip(ids, decisions, strict=True)
+            for c in changes
+        ]
+        if ledger:
+            self.session.execute(_INSERT_LEDGER, ledger)
+        return ids
 
     def ledger(
         self, *, cable_id: str | None, cpo_id: str | None, since: datetime | None, limit: int

@@ -11,7 +11,6 @@ from decimal import Decimal
 
 from service.domain.allocation import (
     AdjustStatus,
-    CableBook,
     Ledger,
     RequestOutcome,
     available_capacity,
@@ -22,7 +21,7 @@ from service.domain.errors import GridcapError, InvalidInput, NotSubscribed
 from service.domain.model import Cable
 from service.domain.units import ZERO, Unit, in_cable_unit, to_capacity
 from service.store import DecisionRecord, Repository
-from service.usecases.context import Context, audit, open_book, save_hand_out
+from service.usecases.context import Context, audit_all, open_book, save_hand_out
 
 log = logging.getLogger("gridcap.capacity")
 
@@ -149,8 +148,14 @@ def _decide_requests(ctx: Context, cable_id: str, asks: Sequence[_Ask]) -> list[
                 decided[i] = outcome
             changes = Ledger([change for outcome in decided.values() for change in outcome.ledger.changes])
             save_hand_out(repo, horizon, now, changes, touched=starts)
-            for i, outcome in decided.items():
-                results[i] = _answer(repo, book, asks[i], wanted=checked[i], outcome=outcome, now=now)
+            audited = [
+                (_decision(asks[i], checked[i], outcome, cable, now), outcome.ledger) for i, outcome in decided.items()
+            ]
+            answered = [(asks[i].cpo_id, outcome.budgets) for i, outcome in decided.items() if asks[i].answered]
+            repo.confirm_all(cable_id, answered, now)  # after the save: answers replace what was confirmed
+            for (i, outcome), decision_id in zip(decided.items(), audit_all(repo, audited), strict=True):
+                budgets, backup = outcome.budgets, book.minimum(asks[i].cpo_id)
+                results[i] = RequestResult(decision_id, outcome.status, budgets, checked[i], cable.unit, backup)
     return [results[i] for i in range(len(asks))]
 
 
@@ -168,27 +173,15 @@ def _checked(ctx: Context, repo: Repository, cable: Cable, ask: _Ask, now: datet
     return _in_cable_unit(ask.wanted, ask.blocks, cable, ask.field, "capacity")
 
 
-def _answer(
-    repo: Repository,
-    book: CableBook,
-    ask: _Ask,
-    *,
-    wanted: dict[datetime, Decimal],
-    outcome: RequestOutcome,
-    now: datetime,
-) -> RequestResult:
-    """Audit one decided request, note what its CPO was told, and say what it got."""
-    cable = book.cable
+def _decision(
+    ask: _Ask, wanted: dict[datetime, Decimal], outcome: RequestOutcome, cable: Cable, now: datetime
+) -> DecisionRecord:
     asked = sum(wanted.values(), ZERO)
     got = sum(outcome.budgets.values(), ZERO)
     message = f"{ask.cpo_id} asked for {asked} {cable.unit} over {len(wanted)} blocks and now holds {got}"
-    decision = DecisionRecord(
+    return DecisionRecord(
         now, ask.actor, "request", message, cable_id=cable.id, cpo_id=ask.cpo_id, status=outcome.status.value
     )
-    decision_id = audit(repo, decision, outcome.ledger)
-    if ask.answered:
-        repo.confirm(cable.id, ask.cpo_id, outcome.budgets, now)
-    return RequestResult(decision_id, outcome.status, outcome.budgets, wanted, cable.unit, book.minimum(ask.cpo_id))
 
 
 def report_usage(

@@ -2,7 +2,7 @@
 
 import dataclasses
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from math import ceil
@@ -149,8 +149,7 @@ def save_hand_out(
     changes: list[BudgetChange] = [*handed.changes, *(ledger.changes if ledger else ())]
     check_invariants(book, starts, changes)
     check_blocks_follow_cable(book, starts)
-    repo.save_book(book, starts, changes)
-    repo.note_reductions(book.cable.id, {(c.cpo_id, c.block_start) for c in changes}, now)
+    repo.save_book(book, starts, changes, now)
     repo.enqueue_pushes(book.cable.id, {c.cpo_id for c in changes}, now)
     if new_starts:
         message = f"{len(new_starts)} blocks entered the horizon and were handed out"
@@ -159,9 +158,18 @@ def save_hand_out(
 
 def audit(repo: Repository, decision: DecisionRecord, ledger: Ledger) -> int:
     """Record the decision with its budget changes; one that raised alerts is critical."""
-    if ledger.alerts:
-        more = f"; and {len(ledger.alerts) - 5} more blocks" if len(ledger.alerts) > 5 else ""
-        message = f"{decision.message}; {'; '.join(ledger.alerts[:5])}{more}"
-        decision = dataclasses.replace(decision, severity="critical", message=message)
-        log.critical("%s", decision.message)
-    return repo.record(decision, ledger.changes)
+    return audit_all(repo, [(decision, ledger)])[0]
+
+
+def audit_all(repo: Repository, decisions: Sequence[tuple[DecisionRecord, Ledger]]) -> list[int]:
+    """`audit` for several decisions, in order; returns their ids."""
+    return repo.record_all([(_alerted(decision, ledger), ledger.changes) for decision, ledger in decisions])
+
+
+def _alerted(decision: DecisionRecord, ledger: Ledger) -> DecisionRecord:
+    if not ledger.alerts:
+        return decision
+    more = f"; and {len(ledger.alerts) - 5} more blocks" if len(ledger.alerts) > 5 else ""
+    message = f"{decision.message}; {'; '.join(ledger.alerts[:5])}{more}"
+    log.critical("%s", message)
+    return dataclasses.replace(decision, severity="critical", message=message)

@@ -6,7 +6,7 @@ from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 from sqlalchemy.exc import StatementError
 from test_usecases import make_cable
 
@@ -145,7 +145,7 @@ def test_upserts_replace_rows_instead_of_duplicating_them(db: Database) -> None:
         repo.save_usage("c1", "a", {T0: D(5), T0 - Q: D(7)}, NOW)
         book = CableBook(cable, repo.subscriptions("c1"), {})
         ledger = hand_out(book, [new_block(cable, T0 + i * Q, cable.base_load) for i in range(2)])
-        repo.save_book(book, [T0, T0 + Q], ledger.changes)
+        repo.save_book(book, [T0, T0 + Q], ledger.changes, NOW)
 
     later = NOW + timedelta(hours=1)
     changed = dataclasses.replace(cable, rated_limit=D(80), name="renamed")
@@ -161,7 +161,7 @@ def test_upserts_replace_rows_instead_of_duplicating_them(db: Database) -> None:
         block.pending["a"] = PendingRequest("a", T0, D(99), later)
         ledger = Ledger()
         ledger.set(block, "a", D("12.5"), Reason.REALLOCATED_DOWN)
-        repo.save_book(book, [T0], ledger.changes)
+        repo.save_book(book, [T0], ledger.changes, later)
 
     with db.read() as session:
         repo = Repository(session)
@@ -190,6 +190,40 @@ def test_upserts_replace_rows_instead_of_duplicating_them(db: Database) -> None:
         assert count(db, table) == n, table.__tablename__
 
 
+def test_saving_a_book_writes_only_what_changed_and_what_changed_back(db: Database) -> None:
+    """Blocks whose limit, base load, margin and pending requests are as stored are not written
+    again; a change undone later in the same transaction is written back."""
+    cable = make_cable()
+    with db.write() as session:
+        repo = Repository(session)
+        repo.save_cable(cable, NOW)
+        repo.save_cpo(make_cpo("a"), NOW, "hash")
+        repo.save_subscription(Subscription("c1", "a", D(1), D(10)))
+        book = CableBook(cable, repo.subscriptions("c1"), {})
+        repo.save_book(book, [T0], hand_out(book, [new_block(cable, T0, cable.base_load)]).changes, NOW)
+
+    statements: list[str] = []
+    event.listen(db.engine, "before_cursor_execute", lambda *args: statements.append(args[2].split("(")[0]))
+    with db.write() as session:
+        repo = Repository(session)
+        book = repo.load_book(cable, T0, T0 + Q)
+        block = book.blocks[T0]
+        statements.clear()
+        repo.save_book(book, [T0], [], NOW)
+        assert statements == []  # nothing changed, nothing written
+        block.limit = D(80)
+        block.pending["a"] = PendingRequest("a", T0, D(70), NOW)
+        repo.save_book(book, [T0], [], NOW)
+        assert [s.split()[0] for s in statements] == ["INSERT", "DELETE", "INSERT"]
+        block.limit = D(100)
+        del block.pending["a"]
+        repo.save_book(book, [T0], [], NOW)
+
+    with db.read() as session:
+        assert Repository(session).load_book(cable, T0, T0 + Q).blocks[T0].limit == D(100)
+    assert count(db, PendingRequestRow) == 0
+
+
 # ---------------------------------------------------------------------------------------------
 # delete_cable
 
@@ -209,7 +243,7 @@ def _populate(db: Database, cable_id: str) -> None:
         starts = [T0 + i * Q for i in range(3)]
         ledger = hand_out(book, [new_block(book.cable, s, cable.base_load) for s in starts])
         book.blocks[T0].pending["b"] = PendingRequest("b", T0, D(40), NOW)
-        repo.save_book(book, starts, ledger.changes)
+        repo.save_book(book, starts, ledger.changes, NOW)
         repo.record(DecisionRecord(NOW, "test", "hand_out", "handed out", cable_id=cable_id), ledger.changes)
 
 
