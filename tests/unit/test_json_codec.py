@@ -606,3 +606,74 @@ def test_any_valid_adjust_request_survives_encode_and_decode(message: RequestAdj
         assert got.start_time.astimezone(UTC) == sent.start_time.astimezone(UTC)
         assert got.end_time.astimezone(UTC) == sent.end_time.astimezone(UTC)
         assert got.start_time.utcoffset() is not None
+
+
+# ---------------------------------------------------------------------------------------------
+# the compiled check agrees with jsonschema
+
+
+_SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(10**20), max_value=10**20),
+    st.decimals(allow_nan=False, allow_infinity=False, places=3),
+    st.sampled_from(["", "c1", "x" * 64, "x" * 65, "ALL", "ONE", "A", "KW", "Accepted", "Rejected", "é"]),
+    st.sampled_from(
+        [
+            "2026-11-24T14:00:00Z",
+            "2026-11-24T14:00:00",
+            "2026-11-24T14:00:00+01:00",
+            "2026-02-30T14:00:00Z",
+            "2026-11-24T24:00:00Z",
+            "2026-11-24 14:00:00Z",
+        ]
+    ),
+    st.lists(st.integers(), max_size=2),
+    st.dictionaries(st.sampled_from(["capacity", "extra"]), st.integers(), max_size=2),
+)
+
+
+def _paths(document: object, path: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+    found = [path]
+    if isinstance(document, dict):
+        for key, value in document.items():
+            found += _paths(value, (*path, key))
+    elif isinstance(document, list):
+        for i, value in enumerate(document):
+            found += _paths(value, (*path, i))
+    return found
+
+
+@st.composite
+def mutated(draw: st.DrawFn) -> tuple[JsonCodec, type, object]:
+    """An encoded message with a few of its values replaced, keys dropped or added, or lists
+    emptied or grown past their limit."""
+    codec, _, message = draw(st.sampled_from(REQUESTS + RESPONSES))
+    encode = codec.encode_request if any(message is m for _, _, m in REQUESTS) else codec.encode_response
+    document = json.loads(encode(message), parse_float=Decimal)
+    for _ in range(draw(st.integers(1, 3))):
+        path = draw(st.sampled_from(_paths(document)))
+        if not path:
+            continue
+        parent = document
+        for step in path[:-1]:
+            parent = parent[step]  # type: ignore[index]
+        kind = draw(st.sampled_from(["replace", "drop", "add", "grow", "empty"]))
+        if kind == "replace":
+            parent[path[-1]] = draw(_SCALARS)  # type: ignore[index]
+        elif kind == "drop" and isinstance(parent, dict):
+            del parent[path[-1]]
+        elif kind == "add" and isinstance(parent, dict):
+            parent[draw(st.sampled_from(["extra", "cableId", "reason"]))] = draw(_SCALARS)
+        elif kind == "grow" and isinstance(parent, list):
+            parent.extend([parent[0]] * 200)
+        elif kind == "empty" and isinstance(parent, list):
+            parent.clear()
+    return codec, type(message), document
+
+
+@settings(max_examples=400, deadline=None)
+@given(mutated())
+def test_the_compiled_check_accepts_exactly_what_jsonschema_accepts(case: tuple[JsonCodec, type, object]) -> None:
+    codec, cls, document = case
+    assert codec._fast_checks[cls](document) == codec._validators[cls].is_valid(document)
