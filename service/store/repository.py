@@ -6,9 +6,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from functools import cache
-from typing import Any, TypeVar, cast
+from typing import Any, NamedTuple, TypeVar, cast
 
-from sqlalchemy import Select, Table, and_, bindparam, case, delete, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, Select, Table, and_, bindparam, case, delete, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -70,31 +70,26 @@ _CABLE_SUBSCRIPTIONS = (
 _OFFLINE = select(_PRESENCE.c.cpo_id).where(
     _PRESENCE.c.cpo_id.in_(bindparam("cpo_ids", expanding=True)), _PRESENCE.c.last_seen_at < bindparam("before")
 )
+
+
+def _cable_between(table: Table) -> tuple[ColumnElement[bool], ...]:
+    """The rows of cable :cable_id whose block starts in [:from_, :until)."""
+    return (
+        table.c.cable_id == bindparam("cable_id"),
+        table.c.start >= bindparam("from_"),
+        table.c.start < bindparam("until"),
+    )
+
+
 _BOOK_BUDGETS = select(
     _BUDGETS.c.start, _BUDGETS.c.cpo_id, _BUDGETS.c.capacity, _BUDGETS.c.told, _BUDGETS.c.reduced_at
-).where(
-    _BUDGETS.c.cable_id == bindparam("cable_id"),
-    _BUDGETS.c.start >= bindparam("from_"),
-    _BUDGETS.c.start < bindparam("until"),
-)
+).where(*_cable_between(_BUDGETS))
 _BOOK_BLOCKS = select(_BLOCKS.c.start, _BLOCKS.c.limit, _BLOCKS.c.base_load, _BLOCKS.c.margin).where(
-    _BLOCKS.c.cable_id == bindparam("cable_id"),
-    _BLOCKS.c.start >= bindparam("from_"),
-    _BLOCKS.c.start < bindparam("until"),
+    *_cable_between(_BLOCKS)
 )
-_BLOCK_COUNT = (
-    select(func.count())
-    .select_from(_BLOCKS)
-    .where(
-        _BLOCKS.c.cable_id == bindparam("cable_id"),
-        _BLOCKS.c.start >= bindparam("from_"),
-        _BLOCKS.c.start < bindparam("until"),
-    )
-)
+_BLOCK_COUNT = select(func.count()).select_from(_BLOCKS).where(*_cable_between(_BLOCKS))
 _BOOK_PENDING = select(_PENDING.c.cpo_id, _PENDING.c.start, _PENDING.c.target, _PENDING.c.requested_at).where(
-    _PENDING.c.cable_id == bindparam("cable_id"),
-    _PENDING.c.start >= bindparam("from_"),
-    _PENDING.c.start < bindparam("until"),
+    *_cable_between(_PENDING)
 )
 _USAGE_PEAKS = (
     select(_USAGE.c.cpo_id, func.max(_USAGE.c.average_usage))
@@ -159,8 +154,8 @@ class Repository:
         self._cables: dict[str, Cable] = {}
         self._subscriptions: dict[str, dict[str, Subscription]] = {}
         # What the database holds of each block read or written in this transaction: its limit,
-        # base load and margin, and whether it has pending requests. Saving skips what is unchanged.
-        self._stored_blocks: dict[tuple[str, datetime], tuple[Decimal, Decimal, Decimal, bool]] = {}
+        # base load, margin and pending requests. Saving skips what is unchanged.
+        self._stored_blocks: dict[tuple[str, datetime], _StoredBlock] = {}
 
     def _forget(self, cable_id: str) -> None:
         self._cables.pop(cable_id, None)
@@ -389,7 +384,7 @@ class Repository:
         for p in self.session.execute(_BOOK_PENDING, in_range):
             blocks[p.start].pending[p.cpo_id] = PendingRequest(p.cpo_id, p.start, p.target, p.requested_at)
         for s, b in blocks.items():
-            self._stored_blocks[(cable.id, s)] = (b.limit, b.base_load, b.margin, bool(b.pending))
+            self._stored_blocks[(cable.id, s)] = _stored(b)
         peaks: dict[str, Decimal] = {}
         if usage_since is not None:
             rows = self.session.execute(_USAGE_PEAKS, {"cable_id": cable.id, "since": usage_since})
@@ -405,14 +400,13 @@ class Repository:
         blocks, pending_starts = [], []
         for s in starts:
             b = book.blocks[s]
-            params = (b.limit, b.base_load, b.margin)
-            stored = self._stored_blocks.get((cable_id, s))
-            if stored is None or stored[:3] != params:
+            now_stored, stored = _stored(b), self._stored_blocks.get((cable_id, s))
+            if stored is None or stored.params != now_stored.params:
                 blocks.append({"cable_id": cable_id, "start": s, "limit": b.limit, "base_load": b.base_load,
                                "margin": b.margin})  # fmt: skip
-            if stored is None or stored[3] or b.pending:
+            if stored is None or stored.pending != now_stored.pending:
                 pending_starts.append(s)
-            self._stored_blocks[(cable_id, s)] = (*params, bool(b.pending))
+            self._stored_blocks[(cable_id, s)] = now_stored
         self._upsert(_BLOCKS, blocks, keys=("cable_id", "start"))
         budgets = [
             {
@@ -876,6 +870,15 @@ def _audit_filters(
     if since is not None:
         query = query.where(table.at >= since)
     return query
+
+
+class _StoredBlock(NamedTuple):
+    params: tuple[Decimal, Decimal, Decimal]  # limit, base load, margin
+    pending: frozenset[PendingRequest]
+
+
+def _stored(block: BlockState) -> _StoredBlock:
+    return _StoredBlock((block.limit, block.base_load, block.margin), frozenset(block.pending.values()))
 
 
 @dataclass(frozen=True, slots=True)

@@ -193,35 +193,27 @@ def test_upserts_replace_rows_instead_of_duplicating_them(db: Database) -> None:
 def test_saving_a_book_writes_only_what_changed_and_what_changed_back(db: Database) -> None:
     """Blocks whose limit, base load, margin and pending requests are as stored are not written
     again; a change undone later in the same transaction is written back."""
-    cable = make_cable()
-    with db.write() as session:
-        repo = Repository(session)
-        repo.save_cable(cable, NOW)
-        repo.save_cpo(make_cpo("a"), NOW, "hash")
-        repo.save_subscription(Subscription("c1", "a", D(1), D(10)))
-        book = CableBook(cable, repo.subscriptions("c1"), {})
-        repo.save_book(book, [T0], hand_out(book, [new_block(cable, T0, cable.base_load)]).changes, NOW)
-
+    _populate(db, "c1")  # the block at T0 has a limit override and a pending request
     statements: list[str] = []
     event.listen(db.engine, "before_cursor_execute", lambda *args: statements.append(args[2].split("(")[0]))
     with db.write() as session:
         repo = Repository(session)
-        book = repo.load_book(cable, T0, T0 + Q)
+        book = repo.load_book(repo.cable("c1"), T0, T0 + Q)
         block = book.blocks[T0]
+        stored = block.limit
         statements.clear()
         repo.save_book(book, [T0], [], NOW)
         assert statements == []  # nothing changed, nothing written
-        block.limit = D(80)
-        block.pending["a"] = PendingRequest("a", T0, D(70), NOW)
+        block.limit = stored + 10
+        block.pending.clear()
         repo.save_book(book, [T0], [], NOW)
-        assert [s.split()[0] for s in statements] == ["INSERT", "DELETE", "INSERT"]
-        block.limit = D(100)
-        del block.pending["a"]
+        assert [s.split()[0] for s in statements] == ["INSERT", "DELETE"]  # the block; its pending request
+        block.limit = stored
         repo.save_book(book, [T0], [], NOW)
 
     with db.read() as session:
-        assert Repository(session).load_book(cable, T0, T0 + Q).blocks[T0].limit == D(100)
-    assert count(db, PendingRequestRow) == 0
+        assert Repository(session).load_book(make_cable("c1"), T0, T0 + Q).blocks[T0].limit == stored
+    assert count(db, PendingRequestRow, cable_id="c1") == 0
 
 
 # ---------------------------------------------------------------------------------------------
