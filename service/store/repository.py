@@ -156,6 +156,8 @@ class Repository:
         # What the database holds of each block read or written in this transaction: its limit,
         # base load, margin and pending requests. Saving skips what is unchanged.
         self._stored_blocks: dict[tuple[str, datetime], _StoredBlock] = {}
+        # (cable, CPO, block) whose hold the book read as expired; the database still has the old `told`.
+        self._expired_holds: set[tuple[str, str, datetime]] = set()
 
     def _forget(self, cable_id: str) -> None:
         self._cables.pop(cable_id, None)
@@ -367,7 +369,10 @@ class Repository:
         for block_start, cpo_id, capacity, confirmed, reduced_at in self.session.execute(_BOOK_BUDGETS, in_range):
             budgets.setdefault(block_start, {})[cpo_id] = capacity
             if holds is not None:
-                known = _known(holds, offline, subscriptions, cpo_id=cpo_id, confirmed=confirmed, reduced_at=reduced_at)
+                expired = cpo_id not in offline and reduced_at is not None and reduced_at <= holds.expired_before
+                if expired:
+                    self._expired_holds.add((cable.id, cpo_id, block_start))
+                known = capacity if expired else _known(offline, subscriptions, cpo_id=cpo_id, confirmed=confirmed)
                 if known is not None:
                     told.setdefault(block_start, {})[cpo_id] = known
         blocks = {
@@ -418,6 +423,12 @@ class Repository:
             }
             for cpo, s in sorted({(c.cpo_id, c.block_start) for c in changes})
         ]
+        expired = [
+            (c.cpo_id, c.block_start) for c in changes if (cable_id, c.cpo_id, c.block_start) in self._expired_holds
+        ]
+        if expired:  # as the book read them: each CPO knows the budget it had, and a cut notices from there
+            self.drop_holds(cable_id, expired)
+            self._expired_holds.difference_update((cable_id, cpo, start) for cpo, start in expired)
         if budgets:
             self.session.execute(_budget_upsert(self._dialect), budgets)
         if pending_starts:
@@ -438,13 +449,13 @@ class Repository:
 
     def confirm(self, cable_id: str, cpo_id: str, told: dict[datetime, Decimal], now: datetime) -> None:
         """The CPO now knows these budgets: a push it Accepted, or the answer to its own request."""
-        self.confirm_all(cable_id, [(cpo_id, told)], now)
+        self.confirm_all(cable_id, [(cpo_id, told, now)])
 
-    def confirm_all(self, cable_id: str, told: Sequence[tuple[str, dict[datetime, Decimal]]], now: datetime) -> None:
-        """`confirm` for several answers in one statement (executemany), applied in order."""
+    def confirm_all(self, cable_id: str, told: Sequence[tuple[str, dict[datetime, Decimal], datetime]]) -> None:
+        """`confirm` for several answers (CPO, budgets, when) in one statement (executemany), in order."""
         rows = [
-            {"b_cable": cable_id, "b_cpo": cpo_id, "block": start, "value": v, "now": now}
-            for cpo_id, budgets in told
+            {"b_cable": cable_id, "b_cpo": cpo_id, "block": start, "value": v, "now": at}
+            for cpo_id, budgets, at in told
             for start, v in budgets.items()
         ]
         if rows:
@@ -781,6 +792,8 @@ class Repository:
 
     def record_all(self, decisions: Sequence[tuple["DecisionRecord", Sequence[BudgetChange]]]) -> list[int]:
         """Audit decisions with their budget changes, in order; returns their ids."""
+        if not decisions:
+            return []
         ids = list(self.session.scalars(_INSERT_DECISIONS, [dataclasses.asdict(d) for d, _ in decisions]))
         ledger = [
             {
@@ -911,21 +924,12 @@ def _subscription(row: Any) -> Subscription:
 
 
 def _known(
-    holds: "HoldRules",
-    offline: frozenset[str],
-    subscriptions: dict[str, Subscription],
-    *,
-    cpo_id: str,
-    confirmed: Decimal | None,
-    reduced_at: datetime | None,
+    offline: frozenset[str], subscriptions: dict[str, Subscription], *, cpo_id: str, confirmed: Decimal | None
 ) -> Decimal | None:
-    """What the CPO may be using in a block, as far as it limits what others get."""
-    if cpo_id in offline:
-        if confirmed is None and cpo_id in subscriptions:
-            return subscriptions[cpo_id].guaranteed_minimum  # where it knows nothing: its backup capacity
-        return confirmed
-    if reduced_at is not None and reduced_at <= holds.expired_before:
-        return None  # the notice period passed while it was online: the hold expired
+    """What the CPO may be using in a block, as far as it limits what others get, unless its hold
+    expired (the notice period passed while it was online: then it counts as knowing its budget)."""
+    if cpo_id in offline and confirmed is None and cpo_id in subscriptions:
+        return subscriptions[cpo_id].guaranteed_minimum  # where it knows nothing: its backup capacity
     return confirmed
 
 

@@ -132,12 +132,12 @@ def _decide_requests(ctx: Context, cable_id: str, asks: Sequence[_Ask]) -> list[
             starts = sorted({start for wanted in checked.values() for start in wanted})
             horizon = open_book(repo, ctx, cable, now, start=starts[0], end=starts[-1] + BLOCK)
             book = horizon.book
-            decided: dict[int, RequestOutcome] = {}
+            decided: dict[int, tuple[RequestOutcome, datetime]] = {}
             for i, wanted in checked.items():
-                ask = asks[i]
+                ask, at = asks[i], ctx.clock()  # each request at its own time: pending ones wait in order
                 try:  # a request is checked whole before it changes the book
                     outcome = request_capacity(
-                        book, ask.cpo_id, wanted, now=now, policy=ctx.policy, answered=ask.answered
+                        book, ask.cpo_id, wanted, now=at, policy=ctx.policy, answered=ask.answered
                     )
                 except GridcapError as exc:
                     results[i] = exc
@@ -145,15 +145,15 @@ def _decide_requests(ctx: Context, cable_id: str, asks: Sequence[_Ask]) -> list[
                 if ask.answered:  # what it was told holds for the requests after it, as once saved
                     for start, budget in outcome.budgets.items():
                         book.blocks[start].release(ask.cpo_id, budget)
-                decided[i] = outcome
-            changes = Ledger([change for outcome in decided.values() for change in outcome.ledger.changes])
-            save_hand_out(repo, horizon, now, changes, touched=starts)
-            audited = [
-                (_decision(asks[i], checked[i], outcome, cable, now), outcome.ledger) for i, outcome in decided.items()
+                decided[i] = outcome, at
+            changes = Ledger([change for outcome, _ in decided.values() for change in outcome.ledger.changes])
+            save_hand_out(repo, horizon, ctx.clock(), changes, touched=starts)
+            answered = [
+                (asks[i].cpo_id, outcome.budgets, at) for i, (outcome, at) in decided.items() if asks[i].answered
             ]
-            answered = [(asks[i].cpo_id, outcome.budgets) for i, outcome in decided.items() if asks[i].answered]
-            repo.confirm_all(cable_id, answered, now)  # after the save: answers replace what was confirmed
-            for (i, outcome), decision_id in zip(decided.items(), audit_all(repo, audited), strict=True):
+            repo.confirm_all(cable_id, answered)  # after the save: answers replace what was confirmed
+            audited = [(_decision(asks[i], checked[i], o, cable, at), o.ledger) for i, (o, at) in decided.items()]
+            for (i, (outcome, _)), decision_id in zip(decided.items(), audit_all(repo, audited), strict=True):
                 budgets, backup = outcome.budgets, book.minimum(asks[i].cpo_id)
                 results[i] = RequestResult(decision_id, outcome.status, budgets, checked[i], cable.unit, backup)
     return [results[i] for i in range(len(asks))]

@@ -7,6 +7,8 @@ minimum 10) and b (weight 2, minimum 5) subscribed, c a CPO that is not; a repor
 what it does not use can be reclaimed for b.
 """
 
+import dataclasses
+import itertools
 import random
 import threading
 import time
@@ -16,13 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from service.domain.errors import GridcapError
 from service.domain.model import Binding, Cable, Cpo, Subscription
 from service.domain.units import Unit
 from service.store import Database
-from service.store.tables import Base
+from service.store.tables import Base, BudgetRow
 from service.usecases import Context, capacity, cpos, grid
 from service.usecases.capacity import BlockQuantity, RequestResult
 
@@ -156,3 +158,60 @@ def test_concurrent_requests_are_decided_in_batches_and_each_gets_its_own_answer
             for cpo in "ab"}  # fmt: skip
     assert final.budgets == {cpo: r.budgets[far] for cpo, r in last.items()}
     assert sum(final.budgets.values()) <= final.available
+
+
+def test_pending_requests_of_one_batch_wait_in_the_order_they_arrived(tmp_path: Path) -> None:
+    """d, then b ask for more than T0 + Q has free, then a hands back: what a frees goes to d,
+    which asked first, as one by one; not to whichever CPO id sorts first."""
+
+    def cable(path: Path) -> Context:
+        ctx = standard_cable(path)
+        cpos.create_cpo(ctx, Cpo("d", "CPO d", "user-d", "https://d.example", Binding.JSON), "a long password",
+                        actor="engineer")  # fmt: skip
+        grid.subscribe(ctx, Subscription("c1", "d", D(1), D(0)), actor="engineer")
+        ticks = itertools.count()
+        return dataclasses.replace(ctx, clock=lambda: NOW + timedelta(milliseconds=next(ticks)))
+
+    near = T0 + Q  # budgets a 63, b 5, d 0: nothing is reclaimed this close
+    batch = [ask("d", {near: 30}), ask("b", {near: 40}), ask("a", {near: 20})]
+    together, alone = cable(tmp_path / "together.db"), cable(tmp_path / "alone.db")
+    capacity._decide_requests(together, "c1", batch)
+    for one in batch:
+        capacity._decide_requests(alone, "c1", [one])
+
+    expected = {"a": D(20), "b": D(20), "d": D(30)}
+    assert capacity.capacity(alone, "c1", near, near + Q).blocks[0].budgets == expected
+    assert capacity.capacity(together, "c1", near, near + Q).blocks[0].budgets == expected
+
+
+def test_a_cpo_whose_hold_expired_counts_as_knowing_its_budget_and_a_cut_holds_the_difference(
+    tmp_path: Path,
+) -> None:
+    """a confirmed 40 in T0 + 2Q once; its budget went down to 26 and it let the notice period
+    pass while online, so it counts as knowing 26. What b then reclaims from it stays held for a
+    notice period of its own, in a batch as one by one: never granted at once."""
+    far = T0 + 2 * Q
+
+    def cable(path: Path) -> Context:
+        ctx = standard_cable(path)
+        with ctx.db.write(("c1",)) as session:
+            session.execute(
+                update(BudgetRow)
+                .where(BudgetRow.cable_id == "c1", BudgetRow.cpo_id == "a", BudgetRow.start == far)
+                .values(told=D(40), reduced_at=NOW - timedelta(hours=1))
+            )
+        return ctx
+
+    batch = [ask("b", {far: 50}), ask("b", {far: 40}), ask("b", {far: 50})]
+    together, alone = cable(tmp_path / "together.db"), cable(tmp_path / "alone.db")
+    batched = capacity._decide_requests(together, "c1", batch)
+    one_by_one = [capacity._decide_requests(alone, "c1", [one])[0] for one in batch]
+
+    assert [outcome(r) for r in batched] == [outcome(r) for r in one_by_one]
+    assert state(together.db) == state(alone.db)
+    with together.db.read() as session:
+        rows = {r.cpo_id: r for r in session.scalars(select(BudgetRow).where(BudgetRow.start == far))}
+    held = sum((max(D(0), r.told - r.capacity) for r in rows.values() if r.told is not None and r.reduced_at == NOW),
+               D(0))  # fmt: skip
+    assert rows["a"].told == D(26)  # what it counts as knowing, not the 40 of long ago
+    assert sum(r.capacity for r in rows.values()) + held <= D(70)

@@ -216,6 +216,12 @@ def test_saving_a_book_writes_only_what_changed_and_what_changed_back(db: Databa
     assert count(db, PendingRequestRow, cable_id="c1") == 0
 
 
+def test_recording_no_decisions_writes_nothing(db: Database) -> None:
+    with db.write() as session:
+        assert Repository(session).record_all([]) == []
+    assert count(db, DecisionRow) == 0
+
+
 # ---------------------------------------------------------------------------------------------
 # delete_cable
 
