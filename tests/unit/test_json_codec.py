@@ -326,6 +326,13 @@ def test_the_published_schema_alone_rejects_each_violation(body: dict[str, Any])
             json.dumps(adjust(block(startTime="2026-11-24T17:00:00Z\n"))).encode(),
             ("requestedBlock[0].startTime", "not a valid dateTime"),
         ),
+        (
+            "RequestAdjustedCapacity",
+            json.dumps(adjust(block(capacity=1)))
+            .replace('"capacity": 1', '"capacity": 1E+4250000000000000000')
+            .encode(),
+            ("body is not valid JSON", "out of range"),
+        ),
     ],
     ids=[
         "not JSON",
@@ -345,6 +352,7 @@ def test_the_published_schema_alone_rejects_each_violation(body: dict[str, Any])
         "negative usage",
         "February 30",
         "trailing newline in dateTime",
+        "exponent out of range",
     ],
 )
 def test_bad_bodies_are_invalid_request_with_a_clear_message(

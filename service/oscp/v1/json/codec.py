@@ -334,6 +334,8 @@ def _read(body: bytes) -> object:
         raise _Unreadable("body is not valid JSON: nested too deeply") from None
     except ValueError as exc:  # JSONDecodeError, or an integer too long to convert
         raise _Unreadable(f"body is not valid JSON: {exc}") from None
+    except ArithmeticError:  # a Decimal whose exponent is out of range
+        raise _Unreadable("body is not valid JSON: a number is out of range; send plain decimals") from None
     _reject_lone_surrogates(data)
     return data
 
