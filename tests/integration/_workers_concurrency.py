@@ -212,8 +212,9 @@ def die_before_commit(
     """Run a request, and kill the process once its budgets are written but before the commit."""
     ctx = _context(url, now)
 
-    def record_then_die(self: Repository, decision: DecisionRecord, changes: Any) -> int:
+    def record_then_die(self: Repository, decisions: list[tuple[DecisionRecord, Any]]) -> list[int]:
         session = self.session
+        ((decision, changes),) = decisions
         seen = {
             "action": decision.action,
             "changes": len(changes),
@@ -232,10 +233,10 @@ def die_before_commit(
         conn.close()
         os._exit(1)
 
-    Repository.record = record_then_die  # type: ignore[method-assign]
+    Repository.record_all = record_then_die  # type: ignore[method-assign]
     blocks = [BlockQuantity(s, s + Q, v) for s, v in wanted.items()]
     capacity.request(ctx, cable_id, cpo_id, blocks, actor="doomed")
-    os._exit(3)  # not reached: record() ends the process
+    os._exit(3)  # not reached: record_all() ends the process
 
 
 def one_request(

@@ -294,7 +294,7 @@ def test_a_process_dying_mid_decision_leaves_nothing_behind(db: Database, spawn:
     assert seen["changes"] == 3
     assert seen["budgets"] == {NEAR: D(7), F: D(55)}
     assert seen["pending"] == 1
-    assert seen["ledger"] == len(before["ledger"])  # record() had not inserted its entries yet
+    assert seen["ledger"] == len(before["ledger"])  # record_all() had not inserted its entries yet
     # ...and none of it survived
     assert dump(db) == before
     assert capacity.capacity(ctx, "c1") == view
@@ -323,7 +323,7 @@ DECISIONS: dict[str, Callable[[Context], object]] = {
 
 INJECT_AT = {
     "check_invariants": "service.usecases.context.check_invariants",  # before the budgets are saved
-    "record": "service.store.repository.Repository.record",  # after they are, before the audit
+    "record": "service.store.repository.Repository.record_all",  # after they are, before the audit
 }
 
 
