@@ -199,7 +199,7 @@ def breakdown(
         "SOAP encode": median_ms(lambda _: soap.encode_response(SoapVersion.SOAP11, op, reply)),
         "JSON decode (parse, JSON Schema)": median_ms(lambda n: codec.decode_request(op, json_bodies[n % 2])),
         "JSON encode": median_ms(lambda _: codec.encode_response(reply)),
-        "the decision (use case, SQLite)": median_ms(
+        f"the decision (use case, {ctx.db.dialect})": median_ms(
             lambda n: handlers.request_adjusted_capacity(ctx, "cpo0", request_message(20 + n % 2))
         ),
     }
