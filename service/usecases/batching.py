@@ -33,6 +33,8 @@ class _Call(Generic[T, R]):
 
 
 class Combiner:
+    """Batches concurrent calls per key; one per process and database (it lives on the Context)."""
+
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._waiting: dict[Hashable, list[_Call[Any, Any]]] = {}  # a key is here while a batch of it is decided

@@ -131,7 +131,7 @@ def commit(
 ) -> int:
     """Check the invariants, then save the book and audit the decision, in the open transaction."""
     save_hand_out(repo, horizon, decision.at, ledger, touched=touched)
-    return audit(repo, decision, ledger or Ledger())
+    return _audit(repo, decision, ledger or Ledger())
 
 
 def save_hand_out(
@@ -153,16 +153,17 @@ def save_hand_out(
     repo.enqueue_pushes(book.cable.id, {c.cpo_id for c in changes}, now)
     if new_starts:
         message = f"{len(new_starts)} blocks entered the horizon and were handed out"
-        audit(repo, DecisionRecord(now, "system", "hand_out", message, cable_id=book.cable.id), handed)
+        _audit(repo, DecisionRecord(now, "system", "hand_out", message, cable_id=book.cable.id), handed)
 
 
-def audit(repo: Repository, decision: DecisionRecord, ledger: Ledger) -> int:
+def _audit(repo: Repository, decision: DecisionRecord, ledger: Ledger) -> int:
     """Record the decision with its budget changes; one that raised alerts is critical."""
     return audit_all(repo, [(decision, ledger)])[0]
 
 
 def audit_all(repo: Repository, decisions: Sequence[tuple[DecisionRecord, Ledger]]) -> list[int]:
-    """`audit` for several decisions, in order; returns their ids."""
+    """Record decisions with their budget changes, in order; returns their ids. One that raised
+    alerts is critical."""
     return repo.record_all([(_alerted(decision, ledger), ledger.changes) for decision, ledger in decisions])
 
 
