@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 from conftest import Clock
+from integration.oscp_support import kerkstraat
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.app import create_app
-from service.domain.model import Binding, Cable, Cpo, Subscription
-from service.domain.units import Unit
+from service.domain.model import Binding, Cpo, Subscription
 from service.monitoring import metrics
 from service.oscp.v1.messages import CPO_OPERATIONS, DSO_OPERATIONS
 from service.oscp.v1.recorder import Recorder
@@ -57,17 +57,7 @@ def ctx(tmp_path: Path, clock: Clock) -> Iterator[Context]:
 
 def make_grid(ctx: Context) -> None:
     """Cable c1 with CPOs a and b subscribed, and c (no cable): a owes 2 pushes, b 1, c none."""
-    cable = Cable(
-        id="c1",
-        name="Kerkstraat",
-        unit=Unit.AMPERE,
-        rated_limit=Decimal(100),
-        phases=3,
-        voltage_v=Decimal(230),
-        margin=Decimal(10),
-        base_load=Decimal(20),
-    )
-    grid.create_cable(ctx, cable, actor="test")
+    grid.create_cable(ctx, kerkstraat("c1"), actor="test")
     for cpo_id in ("a", "b", "c"):
         cpo = Cpo(cpo_id, f"CPO {cpo_id}", f"user-{cpo_id}", "http://127.0.0.1:9/oscp/1.0/soap", Binding.SOAP11)
         cpos.create_cpo(ctx, cpo, CPO_PASSWORD, actor="test")
