@@ -23,8 +23,9 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any, Final, NoReturn
 
-# No stubs ship with jsonschema; unused-ignore keeps this line valid once types-jsonschema is installed.
 import fastjsonschema
+
+# No stubs ship with jsonschema; unused-ignore keeps this line valid once types-jsonschema is installed.
 from jsonschema import Draft202012Validator, FormatChecker  # type: ignore[import-untyped, unused-ignore]
 from jsonschema.exceptions import ValidationError, best_match  # type: ignore[import-untyped, unused-ignore]
 
