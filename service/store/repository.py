@@ -110,15 +110,6 @@ _CONFIRM = (
         reduced_at=case((_b.capacity < bindparam("value", type_=_b.told.type), _now), else_=None),
     )
 )
-_BACKING_OFF = (
-    select(_OUTBOX.c.cpo_id, func.max(_OUTBOX.c.attempts), func.max(_OUTBOX.c.next_attempt_at))
-    .where(
-        _OUTBOX.c.cpo_id.in_(bindparam("cpo_ids", expanding=True)),
-        _OUTBOX.c.delivered_at.is_(None),
-        _OUTBOX.c.attempts > 0,
-    )
-    .group_by(_OUTBOX.c.cpo_id)
-)
 _INSERT_OUTBOX = insert(_OUTBOX)
 _INSERT_DECISIONS = insert(_DECISIONS).returning(_DECISIONS.c.id, sort_by_parameter_order=True)
 _INSERT_LEDGER = insert(_LEDGER)
@@ -680,27 +671,14 @@ class Repository:
     # --- outbox -------------------------------------------------------------------------------
 
     def enqueue_pushes(self, cable_id: str, cpo_ids: Iterable[str], now: datetime) -> None:
-        """Owe each CPO a push of its budgets on the cable, in the decision's own transaction. A
-        CPO that is backing off stays backed off: the new row joins its retry time and attempts."""
-        ids = sorted(set(cpo_ids))
-        if not ids:
-            return
-        backing_off = {
-            cpo_id: (attempts, due) for cpo_id, attempts, due in self.session.execute(_BACKING_OFF, {"cpo_ids": ids})
-        }
-        rows = []
-        for cpo_id in ids:
-            attempts, due = backing_off.get(cpo_id, (0, now))
-            rows.append(
-                {
-                    "cpo_id": cpo_id,
-                    "cable_id": cable_id,
-                    "created_at": now,
-                    "attempts": attempts,
-                    "next_attempt_at": due,
-                }
-            )
-        self.session.execute(_INSERT_OUTBOX, rows)
+        """Owe each CPO a push of its budgets on the cable, in the decision's own transaction. The row
+        is due now, but a CPO that is backing off stays backed off: it is due when all its rows are."""
+        rows = [
+            {"cpo_id": cpo_id, "cable_id": cable_id, "created_at": now, "attempts": 0, "next_attempt_at": now}
+            for cpo_id in sorted(set(cpo_ids))
+        ]
+        if rows:
+            self.session.execute(_INSERT_OUTBOX, rows)
 
     def push_now(self, cpo_id: str, now: datetime) -> None:
         """The CPO is back: its undelivered pushes are due at once."""
@@ -710,10 +688,11 @@ class Repository:
         )
 
     def cpos_with_due_pushes(self, now: datetime) -> list[str]:
-        """CPOs whose oldest undelivered push is due, oldest first."""
+        """CPOs whose undelivered pushes are all due, oldest first. A failure sets the retry time of
+        all of them; pushes owed since then are due at once but wait for it."""
         o = OutboxRow.__table__.c
         first = (
-            select(o.cpo_id, func.min(o.id).label("first_id"), func.min(o.next_attempt_at).label("due"))
+            select(o.cpo_id, func.min(o.id).label("first_id"), func.max(o.next_attempt_at).label("due"))
             .where(o.delivered_at.is_(None))
             .group_by(o.cpo_id)
             .subquery()
@@ -749,7 +728,7 @@ class Repository:
                 func.count().label("depth"),
                 func.min(o.created_at).label("oldest"),
                 func.max(o.attempts).label("attempts"),
-                func.min(o.next_attempt_at).label("next_attempt_at"),
+                func.max(o.next_attempt_at).label("next_attempt_at"),
             )
             .where(o.delivered_at.is_(None))
             .group_by(o.cpo_id)

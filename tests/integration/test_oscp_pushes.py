@@ -156,6 +156,26 @@ def test_the_outbox_survives_a_restart_and_retries_with_backoff(ctx: Context, cl
         link.recorder.close()
 
 
+def test_a_push_owed_while_backing_off_waits_for_the_retry(ctx: Context, clock: Clock) -> None:
+    endpoint = CpoEndpoint(answer="fail")
+    with live_server(endpoint.app()) as url:
+        make_grid(ctx, endpoint=f"{url}/oscp/1.0")
+        link = Cpos(ctx, endpoint, url)
+        assert set(link.deliver().failed) == {"a", "b"}
+        retry_at = {r["cpo_id"]: r["next_attempt_at"] for r in oscp.outbox(ctx)}
+        grid.update_cable(ctx, "c1", {"rated_limit": D(80)}, actor="engineer")  # owes both a new push
+        owed = {r["cpo_id"]: r for r in oscp.outbox(ctx)}
+        assert {cpo: (r["depth"], r["attempts"]) for cpo, r in owed.items()} == {"a": (3, 1), "b": (2, 1)}
+        assert {cpo: r["next_attempt_at"] for cpo, r in owed.items()} == retry_at
+        calls = len(endpoint.pushes())
+        assert link.deliver() == oscp.DeliveryResult()  # neither is tried before its retry time
+        assert len(endpoint.pushes()) == calls
+        endpoint.answer = "Accepted"
+        clock.advance(timedelta(minutes=1))
+        assert link.deliver().delivered == {"a": 3, "b": 2}
+        link.recorder.close()
+
+
 def test_backoff_doubles_up_to_five_minutes() -> None:
     waits = [oscp.backoff(n).total_seconds() for n in range(12)]
     assert 4 <= waits[0] <= 5
