@@ -16,6 +16,7 @@ from service.domain.allocation import BlockState, BudgetChange, CableBook, Pendi
 from service.domain.errors import UnknownCable, UnknownCpo
 from service.domain.model import Binding, Cable, Cpo, LimitOverride, Subscription
 from service.domain.units import ZERO, Unit
+from service.store.prepared import Prepared
 from service.store.tables import (
     BaseLoadForecastRow,
     BlockRow,
@@ -57,18 +58,38 @@ _LEDGER = _table(LedgerRow)
 _OUTBOX = _table(OutboxRow)
 _LEASES = _table(LeaseRow)
 
-# The statements of every decision, built once: building and caching a statement per call costs
-# several times what running it does. Core, not ORM: no identity map to fill and flush.
-_CABLE = select(_CABLES).where(_CABLES.c.id == bindparam("cable_id"))
-_CABLE_OVERRIDES = select(_OVERRIDES).where(_OVERRIDES.c.cable_id == bindparam("cable_id")).order_by(_OVERRIDES.c.start)
-_CPO = select(_CPOS.c.id, _CPOS.c.name, _CPOS.c.username, _CPOS.c.endpoint_url, _CPOS.c.binding).where(
-    _CPOS.c.id == bindparam("cpo_id")
+
+@dataclass(frozen=True, slots=True)
+class DecisionRecord:
+    at: datetime
+    actor: str
+    action: str
+    message: str
+    cable_id: str | None = None
+    cpo_id: str | None = None
+    status: str | None = None
+    severity: str = "info"
+
+
+# The statements of every decision, built once and run as `Prepared` statements: building and
+# caching a statement per call, and SQLAlchemy's execution of it, cost several times what running
+# it does. Core, not ORM: no identity map to fill and flush. No expanding IN: a fixed text each.
+_CABLE = Prepared(select(_CABLES).where(_CABLES.c.id == bindparam("cable_id")))
+_CABLE_OVERRIDES = Prepared(
+    select(_OVERRIDES).where(_OVERRIDES.c.cable_id == bindparam("cable_id")).order_by(_OVERRIDES.c.start)
 )
-_CABLE_SUBSCRIPTIONS = (
+_CPO = Prepared(
+    select(_CPOS.c.id, _CPOS.c.name, _CPOS.c.username, _CPOS.c.endpoint_url, _CPOS.c.binding).where(
+        _CPOS.c.id == bindparam("cpo_id")
+    )
+)
+_CABLE_SUBSCRIPTIONS = Prepared(
     select(_SUBSCRIPTIONS).where(_SUBSCRIPTIONS.c.cable_id == bindparam("cable_id")).order_by(_SUBSCRIPTIONS.c.cpo_id)
 )
-_OFFLINE = select(_PRESENCE.c.cpo_id).where(
-    _PRESENCE.c.cpo_id.in_(bindparam("cpo_ids", expanding=True)), _PRESENCE.c.last_seen_at < bindparam("before")
+_OFFLINE = Prepared(
+    select(_PRESENCE.c.cpo_id)
+    .join(_SUBSCRIPTIONS, _SUBSCRIPTIONS.c.cpo_id == _PRESENCE.c.cpo_id)
+    .where(_SUBSCRIPTIONS.c.cable_id == bindparam("cable_id"), _PRESENCE.c.last_seen_at < bindparam("before"))
 )
 
 
@@ -81,28 +102,32 @@ def _cable_between(table: Table) -> tuple[ColumnElement[bool], ...]:
     )
 
 
-_BOOK_BUDGETS = select(
-    _BUDGETS.c.start, _BUDGETS.c.cpo_id, _BUDGETS.c.capacity, _BUDGETS.c.told, _BUDGETS.c.reduced_at
-).where(*_cable_between(_BUDGETS))
-_BOOK_BLOCKS = select(_BLOCKS.c.start, _BLOCKS.c.limit, _BLOCKS.c.base_load, _BLOCKS.c.margin).where(
-    *_cable_between(_BLOCKS)
+_BOOK_BUDGETS = Prepared(
+    select(_BUDGETS.c.start, _BUDGETS.c.cpo_id, _BUDGETS.c.capacity, _BUDGETS.c.told, _BUDGETS.c.reduced_at).where(
+        *_cable_between(_BUDGETS)
+    )
 )
-_BLOCK_COUNT = select(func.count()).select_from(_BLOCKS).where(*_cable_between(_BLOCKS))
-_BOOK_PENDING = select(_PENDING.c.cpo_id, _PENDING.c.start, _PENDING.c.target, _PENDING.c.requested_at).where(
-    *_cable_between(_PENDING)
+_BOOK_BLOCKS = Prepared(
+    select(_BLOCKS.c.start, _BLOCKS.c.limit, _BLOCKS.c.base_load, _BLOCKS.c.margin).where(*_cable_between(_BLOCKS))
 )
-_USAGE_PEAKS = (
+_BLOCK_COUNT = Prepared(select(func.count()).select_from(_BLOCKS).where(*_cable_between(_BLOCKS)))
+_BOOK_PENDING = Prepared(
+    select(_PENDING.c.cpo_id, _PENDING.c.start, _PENDING.c.target, _PENDING.c.requested_at).where(
+        *_cable_between(_PENDING)
+    )
+)
+_USAGE_PEAKS = Prepared(
     select(_USAGE.c.cpo_id, func.max(_USAGE.c.average_usage))
     .where(_USAGE.c.cable_id == bindparam("cable_id"), _USAGE.c.start >= bindparam("since"))
     .group_by(_USAGE.c.cpo_id)
 )
-_DELETE_PENDING = delete(_PENDING).where(
-    _PENDING.c.cable_id == bindparam("cable_id"), _PENDING.c.start.in_(bindparam("starts", expanding=True))
+_DELETE_PENDING = Prepared(
+    delete(_PENDING).where(_PENDING.c.cable_id == bindparam("cable_id"), _PENDING.c.start == bindparam("block"))
 )
-_INSERT_PENDING = insert(_PENDING)
+_INSERT_PENDING = Prepared(insert(_PENDING), keys=["cable_id", "start", "cpo_id", "target", "requested_at"])
 _b = _BUDGETS.c
 _now = bindparam("now", type_=_b.reduced_at.type)  # a case() does not take its type from the column
-_CONFIRM = (
+_CONFIRM = Prepared(
     update(_BUDGETS)
     .where(_b.cable_id == bindparam("b_cable"), _b.cpo_id == bindparam("b_cpo"), _b.start == bindparam("block"))
     .values(
@@ -110,29 +135,36 @@ _CONFIRM = (
         reduced_at=case((_b.capacity < bindparam("value", type_=_b.told.type), _now), else_=None),
     )
 )
-_INSERT_OUTBOX = insert(_OUTBOX)
-_INSERT_DECISIONS = insert(_DECISIONS).returning(_DECISIONS.c.id, sort_by_parameter_order=True)
-_INSERT_LEDGER = insert(_LEDGER)
-_INSERT_MESSAGES = insert(_table(OscpMessageRow))  # Core: the ORM's bulk insert costs more per row
+_INSERT_OUTBOX = Prepared(insert(_OUTBOX), keys=["cpo_id", "cable_id", "created_at", "attempts", "next_attempt_at"])
+_DECISION_FIELDS = [f.name for f in dataclasses.fields(DecisionRecord)]
+_INSERT_DECISION = Prepared(insert(_DECISIONS).returning(_DECISIONS.c.id), keys=_DECISION_FIELDS)
+_INSERT_LEDGER = Prepared(
+    insert(_LEDGER),
+    keys=["decision_id", "at", "cable_id", "cpo_id", "start", "old_capacity", "new_capacity", "reason"],
+)
+_MESSAGES = _table(OscpMessageRow)
+_INSERT_MESSAGES = Prepared(insert(_MESSAGES), keys=[c.key for c in _MESSAGES.c if c.key != "id"])
 
 
 @cache
-def _budget_upsert(dialect: str) -> Any:
+def _budget_upsert(dialect: str) -> Prepared:
     """Set budgets. Where one falls below what its CPO confirmed, the notice period (re)starts: a
     further cut has yet to reach it. Where it is back at or above that, nothing is held."""
     stmt = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(_BUDGETS)
     new, noted_at = stmt.excluded.capacity, bindparam("noted_at", type_=_b.reduced_at.type)
-    return stmt.on_conflict_do_update(
+    upsert = stmt.on_conflict_do_update(
         index_elements=["cable_id", "start", "cpo_id"],
         set_={"capacity": new, "reduced_at": case((and_(_b.told.is_not(None), new < _b.told), noted_at), else_=None)},
     )
+    return Prepared(upsert, keys=["cable_id", "start", "cpo_id", "capacity"])
 
 
 @cache
-def _upsert_statement(dialect: str, table: Table, keys: tuple[str, ...], columns: tuple[str, ...]) -> Any:
+def _upsert_statement(dialect: str, table: Table, keys: tuple[str, ...], columns: tuple[str, ...]) -> Prepared:
     """INSERT ... ON CONFLICT (keys) DO UPDATE of `columns`, built once per table and dialect."""
     stmt = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
-    return stmt.on_conflict_do_update(index_elements=list(keys), set_={c: stmt.excluded[c] for c in columns})
+    upsert = stmt.on_conflict_do_update(index_elements=list(keys), set_={c: stmt.excluded[c] for c in columns})
+    return Prepared(upsert, keys=[*keys, *columns])
 
 
 class Repository:
@@ -160,10 +192,10 @@ class Repository:
         known = self._cables.get(cable_id)
         if known is not None:
             return known
-        row = self.session.execute(_CABLE, {"cable_id": cable_id}).one_or_none()
+        row = _CABLE.first(self.session, {"cable_id": cable_id})
         if row is None:
             raise UnknownCable(f"cable {cable_id!r} does not exist; list the cables to see which do")
-        overrides = [_override(o) for o in self.session.execute(_CABLE_OVERRIDES, {"cable_id": cable_id})]
+        overrides = [_override(o) for o in _CABLE_OVERRIDES.rows(self.session, {"cable_id": cable_id})]
         cable = self._cables[cable_id] = self._cable(row, overrides)
         return cable
 
@@ -234,7 +266,7 @@ class Repository:
     # --- CPOs ---------------------------------------------------------------------------------
 
     def cpo(self, cpo_id: str) -> Cpo:
-        row = self.session.execute(_CPO, {"cpo_id": cpo_id}).one_or_none()
+        row = _CPO.first(self.session, {"cpo_id": cpo_id})
         if row is None:
             raise UnknownCpo(f"CPO {cpo_id!r} does not exist; list the CPOs to see which do")
         return _cpo(row)
@@ -286,20 +318,18 @@ class Repository:
     def last_seen(self) -> dict[str, datetime]:
         return {row.cpo_id: row.last_seen_at for row in self.session.scalars(select(PresenceRow))}
 
-    def offline_cpos(self, offline_before: datetime, among: Iterable[str]) -> frozenset[str]:
-        """CPOs last heard from before `offline_before`. Never heard from is not offline: such a
-        CPO was never told anything it could still be using."""
-        ids = list(among)
-        if not ids:
-            return frozenset()
-        return frozenset(self.session.scalars(_OFFLINE, {"cpo_ids": ids, "before": offline_before}))
+    def offline_cpos(self, cable_id: str, offline_before: datetime) -> frozenset[str]:
+        """The cable's CPOs last heard from before `offline_before`. Never heard from is not offline:
+        such a CPO was never told anything it could still be using."""
+        rows = _OFFLINE.rows(self.session, {"cable_id": cable_id, "before": offline_before})
+        return frozenset(cpo_id for (cpo_id,) in rows)
 
     # --- subscriptions ------------------------------------------------------------------------
 
     def subscriptions(self, cable_id: str) -> dict[str, Subscription]:
         known = self._subscriptions.get(cable_id)
         if known is None:
-            rows = self.session.execute(_CABLE_SUBSCRIPTIONS, {"cable_id": cable_id})
+            rows = _CABLE_SUBSCRIPTIONS.rows(self.session, {"cable_id": cable_id})
             known = self._subscriptions[cable_id] = {r.cpo_id: _subscription(r) for r in rows}
         return dict(known)  # a copy: callers (the allocation rules) may change theirs
 
@@ -339,7 +369,7 @@ class Repository:
         )
 
     def block_count(self, cable_id: str, start: datetime, end: datetime) -> int:
-        return int(self.session.scalar(_BLOCK_COUNT, {"cable_id": cable_id, "from_": start, "until": end}) or 0)
+        return int(_BLOCK_COUNT.rows(self.session, {"cable_id": cable_id, "from_": start, "until": end})[0][0])
 
     def load_book(
         self,
@@ -354,10 +384,10 @@ class Repository:
         pending requests and, given `holds`, what CPOs confirmed and which are offline."""
         in_range = {"cable_id": cable.id, "from_": start, "until": end or _END_OF_TIME}
         subscriptions = self.subscriptions(cable.id)
-        offline = self.offline_cpos(holds.offline_before, subscriptions) if holds else frozenset()
+        offline = self.offline_cpos(cable.id, holds.offline_before) if holds else frozenset()
         budgets: dict[datetime, dict[str, Decimal]] = {}
         told: dict[datetime, dict[str, Decimal]] = {}
-        for block_start, cpo_id, capacity, confirmed, reduced_at in self.session.execute(_BOOK_BUDGETS, in_range):
+        for block_start, cpo_id, capacity, confirmed, reduced_at in _BOOK_BUDGETS.rows(self.session, in_range):
             budgets.setdefault(block_start, {})[cpo_id] = capacity
             if holds is not None:
                 expired = cpo_id not in offline and reduced_at is not None and reduced_at <= holds.expired_before
@@ -375,15 +405,15 @@ class Repository:
                 budgets.get(row.start, {}),
                 told=told.get(row.start, {}),
             )
-            for row in self.session.execute(_BOOK_BLOCKS, in_range)
+            for row in _BOOK_BLOCKS.rows(self.session, in_range)
         }
-        for p in self.session.execute(_BOOK_PENDING, in_range):
+        for p in _BOOK_PENDING.rows(self.session, in_range):
             blocks[p.start].pending[p.cpo_id] = PendingRequest(p.cpo_id, p.start, p.target, p.requested_at)
         for s, b in blocks.items():
             self._stored_blocks[(cable.id, s)] = _stored(b)
         peaks: dict[str, Decimal] = {}
         if usage_since is not None:
-            rows = self.session.execute(_USAGE_PEAKS, {"cable_id": cable.id, "since": usage_since})
+            rows = _USAGE_PEAKS.rows(self.session, {"cable_id": cable.id, "since": usage_since})
             peaks = {row[0]: row[1] for row in rows}
         return CableBook(cable, subscriptions, blocks, usage_peak=peaks, offline=offline)
 
@@ -421,9 +451,9 @@ class Repository:
             self.drop_holds(cable_id, expired)
             self._expired_holds.difference_update((cable_id, cpo, start) for cpo, start in expired)
         if budgets:
-            self.session.execute(_budget_upsert(self._dialect), budgets)
+            _budget_upsert(self._dialect).run(self.session, budgets)
         if pending_starts:
-            self.session.execute(_DELETE_PENDING, {"cable_id": cable_id, "starts": pending_starts})
+            _DELETE_PENDING.run(self.session, [{"cable_id": cable_id, "block": s} for s in pending_starts])
             pending = [
                 {
                     "cable_id": cable_id,
@@ -436,7 +466,7 @@ class Repository:
                 for p in book.blocks[s].pending.values()
             ]
             if pending:
-                self.session.execute(_INSERT_PENDING, pending)
+                _INSERT_PENDING.run(self.session, pending)
 
     def confirm(self, cable_id: str, cpo_id: str, told: dict[datetime, Decimal], now: datetime) -> None:
         """The CPO now knows these budgets: a push it Accepted, or the answer to its own request."""
@@ -450,7 +480,7 @@ class Repository:
             for start, v in budgets.items()
         ]
         if rows:
-            self.session.execute(_CONFIRM, rows)
+            _CONFIRM.run(self.session, rows)
 
     def offered(self, cable_id: str, cpo_id: str, start: datetime, end: datetime) -> None:
         """A push of the CPO's current budgets is leaving: where a budget is above what it confirmed,
@@ -533,7 +563,7 @@ class Repository:
         if not rows:
             return
         columns = tuple(c for c in rows[0] if c not in keys)
-        self.session.execute(_upsert_statement(self._dialect, table, keys, columns), rows)
+        _upsert_statement(self._dialect, table, keys, columns).run(self.session, rows)
 
     @property
     def _dialect(self) -> str:
@@ -678,7 +708,7 @@ class Repository:
             for cpo_id in sorted(set(cpo_ids))
         ]
         if rows:
-            self.session.execute(_INSERT_OUTBOX, rows)
+            _INSERT_OUTBOX.run(self.session, rows)
 
     def push_now(self, cpo_id: str, now: datetime) -> None:
         """The CPO is back: its undelivered pushes are due at once."""
@@ -745,7 +775,7 @@ class Repository:
 
     def record_messages(self, rows: Sequence[dict[str, Any]]) -> None:
         if rows:
-            self.session.execute(_INSERT_MESSAGES, list(rows))
+            _INSERT_MESSAGES.run(self.session, rows)
 
     def messages(self, *, cpo_id: str | None = None, since_id: int = 0, limit: int = 100) -> list[dict[str, Any]]:
         m = OscpMessageRow.__table__.c
@@ -766,14 +796,15 @@ class Repository:
 
     # --- audit --------------------------------------------------------------------------------
 
-    def record(self, decision: "DecisionRecord", changes: Sequence[BudgetChange]) -> int:
+    def record(self, decision: DecisionRecord, changes: Sequence[BudgetChange]) -> int:
         return self.record_all([(decision, changes)])[0]
 
-    def record_all(self, decisions: Sequence[tuple["DecisionRecord", Sequence[BudgetChange]]]) -> list[int]:
+    def record_all(self, decisions: Sequence[tuple[DecisionRecord, Sequence[BudgetChange]]]) -> list[int]:
         """Audit decisions with their budget changes, in order; returns their ids."""
         if not decisions:
             return []
-        ids = list(self.session.scalars(_INSERT_DECISIONS, [dataclasses.asdict(d) for d, _ in decisions]))
+        insert = _INSERT_DECISION.rows  # one at a time: only that returns each id on every database
+        ids = [insert(self.session, {f: getattr(d, f) for f in _DECISION_FIELDS})[0].id for d, _ in decisions]
         ledger = [
             {
                 "decision_id": decision_id,
@@ -789,7 +820,7 @@ class Repository:
             for c in changes
         ]
         if ledger:
-            self.session.execute(_INSERT_LEDGER, ledger)
+            _INSERT_LEDGER.run(self.session, ledger)
         return ids
 
     def ledger(
@@ -871,18 +902,6 @@ class _StoredBlock(NamedTuple):
 
 def _stored(block: BlockState) -> _StoredBlock:
     return _StoredBlock((block.limit, block.base_load, block.margin), frozenset(block.pending.values()))
-
-
-@dataclass(frozen=True, slots=True)
-class DecisionRecord:
-    at: datetime
-    actor: str
-    action: str
-    message: str
-    cable_id: str | None = None
-    cpo_id: str | None = None
-    status: str | None = None
-    severity: str = "info"
 
 
 # Row converters take an ORM row or a Core row of the same columns.

@@ -304,7 +304,7 @@ def _release_expired(ctx: Context, cable_id: str) -> None:
         repo = Repository(session)
         rules = hold_rules(ctx, now)
         h_start, _ = ctx.horizon(now)
-        offline = repo.offline_cpos(rules.offline_before, repo.subscriptions(cable_id))
+        offline = repo.offline_cpos(cable_id, rules.offline_before)
         expired = [(c, s) for c, s in repo.expired_holds(cable_id, rules.expired_before, h_start) if c not in offline]
         if not expired:
             return

@@ -3,6 +3,7 @@
 import dataclasses
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -14,6 +15,7 @@ from service.domain.allocation import CableBook, Ledger, PendingRequest, Reason,
 from service.domain.model import Binding, Cpo, LimitOverride, Subscription
 from service.domain.units import GRID
 from service.store import Database, DecisionRecord, Repository
+from service.store.prepared import Prepared
 from service.store.tables import (
     Base,
     BlockRow,
@@ -190,12 +192,27 @@ def test_upserts_replace_rows_instead_of_duplicating_them(db: Database) -> None:
         assert count(db, table) == n, table.__tablename__
 
 
-def test_saving_a_book_writes_only_what_changed_and_what_changed_back(db: Database) -> None:
+def spy_statements(db: Database, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The first word of every statement run, through SQLAlchemy or as a prepared statement."""
+    statements: list[str] = []
+    event.listen(db.engine, "before_cursor_execute", lambda *args: statements.append(args[2].split()[0]))
+    run = Prepared._run
+
+    def spied(dialect: Any, compiled: Any, execute: Any, params: Any) -> None:
+        statements.append(compiled.sql.split()[0])
+        run(dialect, compiled, execute, params)
+
+    monkeypatch.setattr(Prepared, "_run", staticmethod(spied))
+    return statements
+
+
+def test_saving_a_book_writes_only_what_changed_and_what_changed_back(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Blocks whose limit, base load, margin and pending requests are as stored are not written
     again; a change undone later in the same transaction is written back."""
     _populate(db, "c1")  # the block at T0 has a limit override and a pending request
-    statements: list[str] = []
-    event.listen(db.engine, "before_cursor_execute", lambda *args: statements.append(args[2].split("(")[0]))
+    statements = spy_statements(db, monkeypatch)
     with db.write() as session:
         repo = Repository(session)
         book = repo.load_book(repo.cable("c1"), T0, T0 + Q)
@@ -207,7 +224,7 @@ def test_saving_a_book_writes_only_what_changed_and_what_changed_back(db: Databa
         block.limit = stored + 10
         block.pending.clear()
         repo.save_book(book, [T0], [], NOW)
-        assert [s.split()[0] for s in statements] == ["INSERT", "DELETE"]  # the block; its pending request
+        assert statements == ["INSERT", "DELETE"]  # the block; its pending request
         block.limit = stored
         repo.save_book(book, [T0], [], NOW)
 
