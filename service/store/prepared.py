@@ -11,7 +11,7 @@ them (an IntegrityError stays one), with the parameters hidden, as the engines h
 from collections import namedtuple
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from sqlalchemy import Dialect, exc
 from sqlalchemy.orm import Session
@@ -20,6 +20,19 @@ from sqlalchemy.sql.compiler import SQLCompiler
 
 Processor = Callable[[Any], Any] | None
 _GIVEN = object()  # a bind parameter the caller must give
+
+
+class Link(NamedTuple):
+    """A cursor of the transaction's own DBAPI connection (what runs on it is part of the
+    transaction), and the dialect that statements are compiled for."""
+
+    dialect: Dialect
+    cursor: Any
+
+
+def link(session: Session) -> Link:
+    connection = session.connection()
+    return Link(connection.dialect, connection.connection.driver_connection.cursor())  # type: ignore[union-attr]
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,9 +76,10 @@ class Prepared:
         positional = tuple(compiler.positiontup) if compiler.positional and compiler.positiontup else None
         return _Compiled(compiler.string, positional, binds, row, columns)
 
-    def rows(self, session: Session, params: Mapping[str, Any]) -> list[Any]:
+    def rows(self, link: Link, params: Mapping[str, Any]) -> list[Any]:
         """The result rows (named tuples) of one execution."""
-        dialect, compiled, cursor = self._cursor(session)
+        dialect, cursor = link
+        compiled = self._for(dialect)
         self._run(dialect, compiled, cursor.execute, self._params(compiled, params))
         fetched: list[Any] = cursor.fetchall()
         if compiled.row is None:
@@ -79,20 +93,15 @@ class Prepared:
         make = compiled.row._make
         return [make([p(v) if p else v for p, v in zip(processors, raw, strict=True)]) for raw in fetched]
 
-    def first(self, session: Session, params: Mapping[str, Any]) -> Any | None:
-        rows = self.rows(session, params)
+    def first(self, link: Link, params: Mapping[str, Any]) -> Any | None:
+        rows = self.rows(link, params)
         return rows[0] if rows else None
 
-    def run(self, session: Session, rows: Iterable[Mapping[str, Any]]) -> None:
+    def run(self, link: Link, rows: Iterable[Mapping[str, Any]]) -> None:
         """Execute once per row of parameters (executemany)."""
-        dialect, compiled, cursor = self._cursor(session)
+        dialect, cursor = link
+        compiled = self._for(dialect)
         self._run(dialect, compiled, cursor.executemany, [self._params(compiled, r) for r in rows])
-
-    def _cursor(self, session: Session) -> tuple[Dialect, _Compiled, Any]:
-        """A cursor of the transaction's own DBAPI connection: what runs on it is part of the transaction."""
-        connection = session.connection()
-        dialect = connection.dialect
-        return dialect, self._for(dialect), connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
 
     @staticmethod
     def _run(dialect: Dialect, compiled: _Compiled, execute: Callable[..., Any], params: Any) -> None:

@@ -5,7 +5,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from functools import cache
+from functools import cache, cached_property
 from typing import Any, NamedTuple, TypeVar, cast
 
 from sqlalchemy import ColumnElement, Select, Table, and_, bindparam, case, delete, func, insert, or_, select, update
@@ -16,7 +16,7 @@ from service.domain.allocation import BlockState, BudgetChange, CableBook, Pendi
 from service.domain.errors import UnknownCable, UnknownCpo
 from service.domain.model import Binding, Cable, Cpo, LimitOverride, Subscription
 from service.domain.units import ZERO, Unit
-from service.store.prepared import Prepared
+from service.store.prepared import Link, Prepared, link
 from service.store.tables import (
     BaseLoadForecastRow,
     BlockRow,
@@ -182,6 +182,12 @@ class Repository:
         # (cable, CPO, block) whose hold the book read as expired; the database still has the old `told`.
         self._expired_holds: set[tuple[str, str, datetime]] = set()
 
+    @cached_property
+    def _link(self) -> Link:
+        """Where prepared statements run: this transaction's connection. The ORM's changes reach it
+        when they are flushed, which every method that makes them does at once."""
+        return link(self.session)
+
     def _forget(self, cable_id: str) -> None:
         self._cables.pop(cable_id, None)
         self._subscriptions.pop(cable_id, None)
@@ -192,10 +198,10 @@ class Repository:
         known = self._cables.get(cable_id)
         if known is not None:
             return known
-        row = _CABLE.first(self.session, {"cable_id": cable_id})
+        row = _CABLE.first(self._link, {"cable_id": cable_id})
         if row is None:
             raise UnknownCable(f"cable {cable_id!r} does not exist; list the cables to see which do")
-        overrides = [_override(o) for o in _CABLE_OVERRIDES.rows(self.session, {"cable_id": cable_id})]
+        overrides = [_override(o) for o in _CABLE_OVERRIDES.rows(self._link, {"cable_id": cable_id})]
         cable = self._cables[cable_id] = self._cable(row, overrides)
         return cable
 
@@ -266,7 +272,7 @@ class Repository:
     # --- CPOs ---------------------------------------------------------------------------------
 
     def cpo(self, cpo_id: str) -> Cpo:
-        row = _CPO.first(self.session, {"cpo_id": cpo_id})
+        row = _CPO.first(self._link, {"cpo_id": cpo_id})
         if row is None:
             raise UnknownCpo(f"CPO {cpo_id!r} does not exist; list the CPOs to see which do")
         return _cpo(row)
@@ -321,7 +327,7 @@ class Repository:
     def offline_cpos(self, cable_id: str, offline_before: datetime) -> frozenset[str]:
         """The cable's CPOs last heard from before `offline_before`. Never heard from is not offline:
         such a CPO was never told anything it could still be using."""
-        rows = _OFFLINE.rows(self.session, {"cable_id": cable_id, "before": offline_before})
+        rows = _OFFLINE.rows(self._link, {"cable_id": cable_id, "before": offline_before})
         return frozenset(cpo_id for (cpo_id,) in rows)
 
     # --- subscriptions ------------------------------------------------------------------------
@@ -329,7 +335,7 @@ class Repository:
     def subscriptions(self, cable_id: str) -> dict[str, Subscription]:
         known = self._subscriptions.get(cable_id)
         if known is None:
-            rows = _CABLE_SUBSCRIPTIONS.rows(self.session, {"cable_id": cable_id})
+            rows = _CABLE_SUBSCRIPTIONS.rows(self._link, {"cable_id": cable_id})
             known = self._subscriptions[cable_id] = {r.cpo_id: _subscription(r) for r in rows}
         return dict(known)  # a copy: callers (the allocation rules) may change theirs
 
@@ -369,7 +375,7 @@ class Repository:
         )
 
     def block_count(self, cable_id: str, start: datetime, end: datetime) -> int:
-        return int(_BLOCK_COUNT.rows(self.session, {"cable_id": cable_id, "from_": start, "until": end})[0][0])
+        return int(_BLOCK_COUNT.rows(self._link, {"cable_id": cable_id, "from_": start, "until": end})[0][0])
 
     def load_book(
         self,
@@ -387,7 +393,7 @@ class Repository:
         offline = self.offline_cpos(cable.id, holds.offline_before) if holds else frozenset()
         budgets: dict[datetime, dict[str, Decimal]] = {}
         told: dict[datetime, dict[str, Decimal]] = {}
-        for block_start, cpo_id, capacity, confirmed, reduced_at in _BOOK_BUDGETS.rows(self.session, in_range):
+        for block_start, cpo_id, capacity, confirmed, reduced_at in _BOOK_BUDGETS.rows(self._link, in_range):
             budgets.setdefault(block_start, {})[cpo_id] = capacity
             if holds is not None:
                 expired = cpo_id not in offline and reduced_at is not None and reduced_at <= holds.expired_before
@@ -405,15 +411,15 @@ class Repository:
                 budgets.get(row.start, {}),
                 told=told.get(row.start, {}),
             )
-            for row in _BOOK_BLOCKS.rows(self.session, in_range)
+            for row in _BOOK_BLOCKS.rows(self._link, in_range)
         }
-        for p in _BOOK_PENDING.rows(self.session, in_range):
+        for p in _BOOK_PENDING.rows(self._link, in_range):
             blocks[p.start].pending[p.cpo_id] = PendingRequest(p.cpo_id, p.start, p.target, p.requested_at)
         for s, b in blocks.items():
             self._stored_blocks[(cable.id, s)] = _stored(b)
         peaks: dict[str, Decimal] = {}
         if usage_since is not None:
-            rows = _USAGE_PEAKS.rows(self.session, {"cable_id": cable.id, "since": usage_since})
+            rows = _USAGE_PEAKS.rows(self._link, {"cable_id": cable.id, "since": usage_since})
             peaks = {row[0]: row[1] for row in rows}
         return CableBook(cable, subscriptions, blocks, usage_peak=peaks, offline=offline)
 
@@ -451,9 +457,9 @@ class Repository:
             self.drop_holds(cable_id, expired)
             self._expired_holds.difference_update((cable_id, cpo, start) for cpo, start in expired)
         if budgets:
-            _budget_upsert(self._dialect).run(self.session, budgets)
+            _budget_upsert(self._dialect).run(self._link, budgets)
         if pending_starts:
-            _DELETE_PENDING.run(self.session, [{"cable_id": cable_id, "block": s} for s in pending_starts])
+            _DELETE_PENDING.run(self._link, [{"cable_id": cable_id, "block": s} for s in pending_starts])
             pending = [
                 {
                     "cable_id": cable_id,
@@ -466,7 +472,7 @@ class Repository:
                 for p in book.blocks[s].pending.values()
             ]
             if pending:
-                _INSERT_PENDING.run(self.session, pending)
+                _INSERT_PENDING.run(self._link, pending)
 
     def confirm(self, cable_id: str, cpo_id: str, told: dict[datetime, Decimal], now: datetime) -> None:
         """The CPO now knows these budgets: a push it Accepted, or the answer to its own request."""
@@ -480,7 +486,7 @@ class Repository:
             for start, v in budgets.items()
         ]
         if rows:
-            _CONFIRM.run(self.session, rows)
+            _CONFIRM.run(self._link, rows)
 
     def offered(self, cable_id: str, cpo_id: str, start: datetime, end: datetime) -> None:
         """A push of the CPO's current budgets is leaving: where a budget is above what it confirmed,
@@ -563,11 +569,11 @@ class Repository:
         if not rows:
             return
         columns = tuple(c for c in rows[0] if c not in keys)
-        _upsert_statement(self._dialect, table, keys, columns).run(self.session, rows)
+        _upsert_statement(self._dialect, table, keys, columns).run(self._link, rows)
 
     @property
     def _dialect(self) -> str:
-        return self.session.get_bind().dialect.name
+        return self._link.dialect.name
 
     # --- forecasts ----------------------------------------------------------------------------
 
@@ -708,7 +714,7 @@ class Repository:
             for cpo_id in sorted(set(cpo_ids))
         ]
         if rows:
-            _INSERT_OUTBOX.run(self.session, rows)
+            _INSERT_OUTBOX.run(self._link, rows)
 
     def push_now(self, cpo_id: str, now: datetime) -> None:
         """The CPO is back: its undelivered pushes are due at once."""
@@ -775,7 +781,7 @@ class Repository:
 
     def record_messages(self, rows: Sequence[dict[str, Any]]) -> None:
         if rows:
-            _INSERT_MESSAGES.run(self.session, rows)
+            _INSERT_MESSAGES.run(self._link, rows)
 
     def messages(self, *, cpo_id: str | None = None, since_id: int = 0, limit: int = 100) -> list[dict[str, Any]]:
         m = OscpMessageRow.__table__.c
@@ -804,7 +810,7 @@ class Repository:
         if not decisions:
             return []
         insert = _INSERT_DECISION.rows  # one at a time: only that returns each id on every database
-        ids = [insert(self.session, {f: getattr(d, f) for f in _DECISION_FIELDS})[0].id for d, _ in decisions]
+        ids = [insert(self._link, {f: getattr(d, f) for f in _DECISION_FIELDS})[0].id for d, _ in decisions]
         ledger = [
             {
                 "decision_id": decision_id,
@@ -820,7 +826,7 @@ class Repository:
             for c in changes
         ]
         if ledger:
-            _INSERT_LEDGER.run(self.session, ledger)
+            _INSERT_LEDGER.run(self._link, ledger)
         return ids
 
     def ledger(

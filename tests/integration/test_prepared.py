@@ -2,18 +2,20 @@
 
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import cast
 
 import pytest
-from sqlalchemy import bindparam, insert, select
+from sqlalchemy import Dialect, Table, bindparam, insert, select
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.exc import IntegrityError, StatementError
 
 from service.domain.errors import Conflict
 from service.store import Database
-from service.store.prepared import Prepared
+from service.store.prepared import Prepared, link
 from service.store.tables import BlockRow, CableRow
 
 T0 = datetime(2026, 3, 29, 0, 45, tzinfo=UTC)  # the night clocks go forward in Europe
-_BLOCKS = BlockRow.__table__
+_BLOCKS = cast(Table, BlockRow.__table__)
 _INSERT = Prepared(insert(_BLOCKS), keys=["cable_id", "start", "limit", "base_load", "margin"])
 _BETWEEN = Prepared(
     select(_BLOCKS.c.start, _BLOCKS.c.limit, _BLOCKS.c.margin)
@@ -40,10 +42,10 @@ def block(start: datetime, limit: str) -> dict[str, object]:
 def test_values_come_back_as_the_column_types_make_them(db: Database, cable: str) -> None:
     starts = [T0 + timedelta(minutes=15 * i) for i in range(4)]
     with db.write() as session:
-        _INSERT.run(session, [block(s, f"{40 + i}.125") for i, s in enumerate(starts)])
-        _INSERT.run(session, [block(T0 - timedelta(minutes=15), "0.25")])  # below the literal
+        _INSERT.run(link(session), [block(s, f"{40 + i}.125") for i, s in enumerate(starts)])
+        _INSERT.run(link(session), [block(T0 - timedelta(minutes=15), "0.25")])  # below the literal
     with db.read() as session:
-        rows = _BETWEEN.rows(session, {"cable_id": cable, "from_": T0 - timedelta(hours=1)})
+        rows = _BETWEEN.rows(link(session), {"cable_id": cable, "from_": T0 - timedelta(hours=1)})
         orm = session.execute(select(BlockRow.start, BlockRow.limit, BlockRow.margin).order_by(BlockRow.start)).all()
     assert [(r.start, r.limit, r.margin) for r in rows] == [tuple(r) for r in orm[1:]]
     assert [r.start for r in rows] == starts
@@ -55,9 +57,9 @@ def test_values_come_back_as_the_column_types_make_them(db: Database, cable: str
 def test_a_local_time_is_stored_as_its_utc_instant(db: Database, cable: str) -> None:
     amsterdam = datetime(2026, 3, 29, 3, 0, tzinfo=UTC).astimezone()  # any aware time: stored in UTC
     with db.write() as session:
-        _INSERT.run(session, [block(amsterdam, "10")])
+        _INSERT.run(link(session), [block(amsterdam, "10")])
     with db.read() as session:
-        (row,) = _BETWEEN.rows(session, {"cable_id": cable, "from_": T0})
+        (row,) = _BETWEEN.rows(link(session), {"cable_id": cable, "from_": T0})
     assert row.start == amsterdam
     assert row.start.tzinfo == UTC
 
@@ -65,32 +67,32 @@ def test_a_local_time_is_stored_as_its_utc_instant(db: Database, cable: str) -> 
 def test_it_runs_in_the_transaction_and_rolls_back_with_it(db: Database, cable: str) -> None:
     def abandoned() -> None:
         with db.write() as session:
-            _INSERT.run(session, [block(T0, "10")])
-            assert len(_BETWEEN.rows(session, {"cable_id": cable, "from_": T0})) == 1  # seen inside
+            _INSERT.run(link(session), [block(T0, "10")])
+            assert len(_BETWEEN.rows(link(session), {"cable_id": cable, "from_": T0})) == 1  # seen inside
             raise RuntimeError("abandon the decision")
 
     with pytest.raises(RuntimeError):
         abandoned()
     with db.read() as session:
-        assert _BETWEEN.rows(session, {"cable_id": cable, "from_": T0}) == []
+        assert _BETWEEN.rows(link(session), {"cable_id": cable, "from_": T0}) == []
 
 
 def test_a_constraint_error_is_sqlalchemys_and_becomes_a_conflict(db: Database, cable: str) -> None:
     with db.write() as session:
-        _INSERT.run(session, [block(T0, "10")])
+        _INSERT.run(link(session), [block(T0, "10")])
     with db.write() as session, pytest.raises(IntegrityError) as raised:
-        _INSERT.run(session, [block(T0, "20.375")])
+        _INSERT.run(link(session), [block(T0, "20.375")])
     assert raised.value.orig is not None
     assert "20.375" not in str(raised.value)  # parameters hidden, as the engines hide them
     with pytest.raises(Conflict, match="clashes"), db.write() as session:
-        _INSERT.run(session, [block(T0, "20.375")])
+        _INSERT.run(link(session), [block(T0, "20.375")])
 
 
 def test_a_naive_datetime_is_refused_before_anything_is_written(db: Database, cable: str) -> None:
     with pytest.raises(StatementError, match="naive datetime"), db.write() as session:
-        _INSERT.run(session, [block(T0, "10"), block(datetime(2026, 3, 29, 2, 30), "10")])  # noqa: DTZ001
+        _INSERT.run(link(session), [block(T0, "10"), block(datetime(2026, 3, 29, 2, 30), "10")])  # noqa: DTZ001
     with db.read() as session:
-        assert _BETWEEN.rows(session, {"cable_id": cable, "from_": T0 - timedelta(days=1)}) == []
+        assert _BETWEEN.rows(link(session), {"cable_id": cable, "from_": T0 - timedelta(days=1)}) == []
 
 
 def test_a_missing_parameter_is_named() -> None:
@@ -104,7 +106,5 @@ def test_an_expanding_in_is_refused_when_compiled() -> None:
         statement._for(_dialect())
 
 
-def _dialect() -> object:
-    from sqlalchemy.dialects import sqlite
-
+def _dialect() -> Dialect:
     return sqlite.dialect()
