@@ -326,10 +326,12 @@ class PresenceListSchema(ma.Schema):
 
 class OutboxEntrySchema(ma.Schema):
     cpo_id = fields.String()
-    depth = fields.Integer(metadata={"description": "undelivered pushes (one per decision that changed a budget)"})
+    depth = fields.Integer(
+        metadata={"description": "undelivered pushes (one per transaction that changed its budgets on a cable)"}
+    )
     oldest = Moment(metadata={"description": "when the oldest undelivered push was owed"})
     attempts = fields.Integer()
-    next_attempt_at = Moment()
+    next_attempt_at = Moment(metadata={"description": "when the CPO is next tried: once all its pushes are due"})
     last_error = fields.String(allow_none=True)
 
 
