@@ -5,7 +5,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from functools import cache, cached_property
+from functools import cache
 from typing import Any, NamedTuple, TypeVar, cast
 
 from sqlalchemy import ColumnElement, Select, Table, and_, bindparam, case, delete, func, insert, or_, select, update
@@ -146,6 +146,13 @@ _MESSAGES = _table(OscpMessageRow)
 _INSERT_MESSAGES = Prepared(insert(_MESSAGES), keys=[c.key for c in _MESSAGES.c if c.key != "id"])
 
 
+def _next_attempt() -> ColumnElement[datetime]:
+    """When a CPO's undelivered pushes are next tried: a failure sets the retry time of all of them,
+    and pushes owed since then (due at once) wait for it; with no failure, as soon as one is due."""
+    o = _OUTBOX.c
+    return func.coalesce(func.max(case((o.attempts > 0, o.next_attempt_at))), func.min(o.next_attempt_at))
+
+
 @cache
 def _budget_upsert(dialect: str) -> Prepared:
     """Set budgets. Where one falls below what its CPO confirmed, the notice period (re)starts: a
@@ -181,12 +188,17 @@ class Repository:
         self._stored_blocks: dict[tuple[str, datetime], _StoredBlock] = {}
         # (cable, CPO, block) whose hold the book read as expired; the database still has the old `told`.
         self._expired_holds: set[tuple[str, str, datetime]] = set()
+        self._taken: Link | None = None
 
-    @cached_property
+    @property
     def _link(self) -> Link:
-        """Where prepared statements run: this transaction's connection. The ORM's changes reach it
-        when they are flushed, which every method that makes them does at once."""
-        return link(self.session)
+        """Where prepared statements run: this transaction's connection, taken once. The ORM's
+        changes reach it when they are flushed, which every method that makes them does at once."""
+        # Not a cached_property: on Python 3.11 that holds one lock across all instances while the
+        # connection is taken, which may wait for the pool.
+        if self._taken is None:
+            self._taken = link(self.session)
+        return self._taken
 
     def _forget(self, cable_id: str) -> None:
         self._cables.pop(cable_id, None)
@@ -573,7 +585,7 @@ class Repository:
 
     @property
     def _dialect(self) -> str:
-        return self._link.dialect.name
+        return self.session.get_bind().dialect.name
 
     # --- forecasts ----------------------------------------------------------------------------
 
@@ -724,11 +736,10 @@ class Repository:
         )
 
     def cpos_with_due_pushes(self, now: datetime) -> list[str]:
-        """CPOs whose undelivered pushes are all due, oldest first. A failure sets the retry time of
-        all of them; pushes owed since then are due at once but wait for it."""
+        """CPOs whose next attempt is due (`_next_attempt`), oldest first."""
         o = OutboxRow.__table__.c
         first = (
-            select(o.cpo_id, func.min(o.id).label("first_id"), func.max(o.next_attempt_at).label("due"))
+            select(o.cpo_id, func.min(o.id).label("first_id"), _next_attempt().label("due"))
             .where(o.delivered_at.is_(None))
             .group_by(o.cpo_id)
             .subquery()
@@ -764,7 +775,7 @@ class Repository:
                 func.count().label("depth"),
                 func.min(o.created_at).label("oldest"),
                 func.max(o.attempts).label("attempts"),
-                func.max(o.next_attempt_at).label("next_attempt_at"),
+                _next_attempt().label("next_attempt_at"),
             )
             .where(o.delivered_at.is_(None))
             .group_by(o.cpo_id)

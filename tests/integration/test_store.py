@@ -286,3 +286,24 @@ def test_delete_cable_removes_every_dependent_row_and_only_that_cable(db: Databa
     assert count(db, LedgerRow, cable_id="c1") == 6
     with db.read() as session:
         assert Repository(session).cables() == [Repository(session).cable("c2")]
+
+
+def test_a_cpo_is_due_when_its_oldest_push_is_and_after_a_failure_when_the_retry_is(db: Database) -> None:
+    """Rows owed by processes whose clocks run ahead never keep a CPO from being pushed; after a
+    failure every row waits for the retry time, new ones too."""
+    second = timedelta(seconds=1)
+    with db.write() as session:
+        repo = Repository(session)
+        repo.save_cpo(Cpo("a", "A", "a", "https://a.example/oscp", Binding.JSON), NOW, "hash")
+        repo.enqueue_pushes("c1", ["a"], NOW)
+        repo.enqueue_pushes("c1", ["a"], NOW + second)  # from a clock a second ahead
+        assert repo.cpos_with_due_pushes(NOW) == ["a"]
+        assert repo.cpos_with_due_pushes(NOW - second) == []
+        ids = [row[0] for row in repo.pending_pushes("a")]
+        repo.pushes_failed(ids, 1, "HTTP 500", NOW + 60 * second)
+        repo.enqueue_pushes("c1", ["a"], NOW + 2 * second)  # owed while backing off
+        assert repo.cpos_with_due_pushes(NOW + 59 * second) == []
+        assert repo.cpos_with_due_pushes(NOW + 60 * second) == ["a"]
+        assert [row["next_attempt_at"] for row in repo.outbox()] == [NOW + 60 * second]
+        repo.push_now("a", NOW + 3 * second)  # back from offline: pushed at once
+        assert repo.cpos_with_due_pushes(NOW + 3 * second) == ["a"]
