@@ -21,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from service.domain.errors import Conflict
+from service.store.prepared import run_driver_sql
 from service.store.tables import CableRow, CpoRow
 
 log = logging.getLogger("gridcap.store")
@@ -52,7 +53,8 @@ def _configure_sqlite(engine: Engine) -> None:
     def _on_begin(connection: Any) -> None:
         read_only = connection.get_execution_options().get(_READ_ONLY, False)
         # On the driver's connection: a statement through SQLAlchemy costs more than this one takes
-        connection.connection.driver_connection.execute("BEGIN" if read_only else "BEGIN IMMEDIATE")
+        execute = connection.connection.driver_connection.execute
+        run_driver_sql(connection.dialect, execute, "BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
 class Database:

@@ -35,6 +35,20 @@ def link(session: Session) -> Link:
     return Link(connection.dialect, connection.connection.driver_connection.cursor())  # type: ignore[union-attr]
 
 
+def run_driver_sql(dialect: Dialect, execute: Callable[..., Any], sql: str, params: Any = ()) -> None:
+    """execute(sql, params) on the driver, its errors wrapped as SQLAlchemy wraps them."""
+    try:
+        execute(sql, params)
+    except dialect.loaded_dbapi.Error as error:
+        raise exc.DBAPIError.instance(
+            sql, params, error, dialect.loaded_dbapi.Error, hide_parameters=True, dialect=dialect
+        ) from error
+
+
+def _key(dialect: Dialect) -> tuple[str, str]:
+    return dialect.name, dialect.driver  # drivers of one database differ in parameter style and types
+
+
 @dataclass(frozen=True, slots=True)
 class _Compiled:
     sql: str
@@ -54,24 +68,28 @@ class Prepared:
     def __init__(self, statement: ClauseElement, *, keys: Sequence[str] | None = None) -> None:
         self.statement = statement
         self.keys = list(keys) if keys is not None else None
-        self._compiled: dict[str, _Compiled] = {}
-        self._results: dict[str, tuple[Processor, ...]] = {}
+        self._compiled: dict[tuple[str, str], _Compiled] = {}
+        self._results: dict[tuple[str, str], tuple[Processor, ...]] = {}
 
     def _for(self, dialect: Dialect) -> _Compiled:
-        compiled = self._compiled.get(dialect.name)
+        compiled = self._compiled.get(_key(dialect))
         if compiled is None:
-            compiled = self._compiled[dialect.name] = self._compile(dialect)
+            compiled = self._compiled[_key(dialect)] = self._compile(dialect)
         return compiled
 
     def _compile(self, dialect: Dialect) -> _Compiled:
-        compiler = cast(SQLCompiler, self.statement.compile(dialect=dialect, column_keys=self.keys))
-        if any(bind.expanding for bind in compiler.binds.values()):
-            raise ValueError("a prepared statement has a fixed text: no expanding IN parameters")
+        columns = tuple(getattr(self.statement, "exported_columns", ()))  # a SELECT's, or RETURNING
+        # for_executemany: no RETURNING of the new key that was not asked for (PostgreSQL adds one)
+        compiled = self.statement.compile(dialect=dialect, column_keys=self.keys, for_executemany=not columns)
+        compiler = cast(SQLCompiler, compiled)
+        if compiler.post_compile_params:
+            raise ValueError("a prepared statement has a fixed text: no expanding IN or literal_execute parameters")
+        if compiler.insert_prefetch or compiler.update_prefetch:
+            raise ValueError("a prepared statement applies no Python-side defaults: give every column in `keys`")
         binds = tuple(
             (name, bind.type.dialect_impl(dialect).bind_processor(dialect), _GIVEN if bind.required else bind.value)
             for name, bind in compiler.binds.items()
         )
-        columns = tuple(getattr(self.statement, "exported_columns", ()))  # a SELECT's, or RETURNING
         row = namedtuple("Row", [c.key or f"c{i}" for i, c in enumerate(columns)], rename=True) if columns else None
         positional = tuple(compiler.positiontup) if compiler.positional and compiler.positiontup else None
         return _Compiled(compiler.string, positional, binds, row, columns)
@@ -84,9 +102,9 @@ class Prepared:
         fetched: list[Any] = cursor.fetchall()
         if compiled.row is None:
             return fetched
-        processors = self._results.get(dialect.name)
+        processors = self._results.get(_key(dialect))
         if processors is None:  # some drivers' converters depend on the type the database reports
-            processors = self._results[dialect.name] = tuple(
+            processors = self._results[_key(dialect)] = tuple(
                 c.type.dialect_impl(dialect).result_processor(dialect, d[1])
                 for c, d in zip(compiled.columns, cursor.description, strict=True)
             )
@@ -105,12 +123,7 @@ class Prepared:
 
     @staticmethod
     def _run(dialect: Dialect, compiled: _Compiled, execute: Callable[..., Any], params: Any) -> None:
-        try:
-            execute(compiled.sql, params)
-        except dialect.loaded_dbapi.Error as error:
-            raise exc.DBAPIError.instance(
-                compiled.sql, params, error, dialect.loaded_dbapi.Error, hide_parameters=True, dialect=dialect
-            ) from error
+        run_driver_sql(dialect, execute, compiled.sql, params)
 
     @staticmethod
     def _params(compiled: _Compiled, given: Mapping[str, Any]) -> Any:

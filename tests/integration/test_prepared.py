@@ -7,12 +7,13 @@ from typing import cast
 import pytest
 from sqlalchemy import Dialect, Table, bindparam, insert, select
 from sqlalchemy.dialects import sqlite
+from sqlalchemy.dialects.postgresql import psycopg
 from sqlalchemy.exc import IntegrityError, StatementError
 
 from service.domain.errors import Conflict
 from service.store import Database
 from service.store.prepared import Prepared, link
-from service.store.tables import BlockRow, CableRow
+from service.store.tables import BlockRow, CableRow, OutboxRow
 
 T0 = datetime(2026, 3, 29, 0, 45, tzinfo=UTC)  # the night clocks go forward in Europe
 _BLOCKS = cast(Table, BlockRow.__table__)
@@ -102,9 +103,23 @@ def test_a_missing_parameter_is_named() -> None:
 
 def test_an_expanding_in_is_refused_when_compiled() -> None:
     statement = Prepared(select(_BLOCKS.c.start).where(_BLOCKS.c.cable_id.in_(bindparam("ids", expanding=True))))
-    with pytest.raises(ValueError, match="expanding"):
+    with pytest.raises(ValueError, match="expanding IN"):
         statement._for(_dialect())
 
 
 def _dialect() -> Dialect:
     return sqlite.dialect()
+
+
+def test_a_column_left_to_a_python_default_is_refused_when_compiled() -> None:
+    keys = ["cpo_id", "cable_id", "created_at", "next_attempt_at"]
+    outbox = Prepared(insert(cast(Table, OutboxRow.__table__)), keys=keys)
+    with pytest.raises(ValueError, match="defaults"):
+        outbox._for(_dialect())  # attempts has a default of 0 that would be written as NULL
+
+
+def test_an_insert_returns_nothing_it_was_not_asked_for() -> None:
+    keys = ["cpo_id", "cable_id", "created_at", "attempts", "next_attempt_at"]
+    outbox = Prepared(insert(cast(Table, OutboxRow.__table__)), keys=keys)  # its id is generated
+    for dialect in (_dialect(), psycopg.dialect()):  # type: ignore[no-untyped-call]
+        assert "RETURNING" not in outbox._for(dialect).sql
