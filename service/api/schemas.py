@@ -331,7 +331,9 @@ class OutboxEntrySchema(ma.Schema):
     )
     oldest = Moment(metadata={"description": "when the oldest undelivered push was owed"})
     attempts = fields.Integer()
-    next_attempt_at = Moment(metadata={"description": "when the CPO is next tried: once all its pushes are due"})
+    next_attempt_at = Moment(
+        metadata={"description": "when the CPO is next tried: its retry time after a failure, else at once"}
+    )
     last_error = fields.String(allow_none=True)
 
 
