@@ -54,8 +54,9 @@ def request_message(capacity: int) -> m.RequestAdjustedCapacityRequest:
     return m.RequestAdjustedCapacityRequest("c1", (block,))
 
 
-def load(send: Callable[[requests.Session, int], requests.Response]) -> tuple[float, list[float]]:
-    """Requests per second and latencies (ms) of CLIENTS threads sending for SECONDS."""
+def load(send: Callable[[requests.Session, int], requests.Response]) -> tuple[float, list[float], float]:
+    """Requests per second, latencies (ms) and CPU time per request (ms, of the whole process:
+    server and client threads) of CLIENTS threads sending for SECONDS."""
     stop = time.perf_counter() + SECONDS
     times: list[list[float]] = [[] for _ in range(CLIENTS)]
 
@@ -69,15 +70,15 @@ def load(send: Callable[[requests.Session, int], requests.Response]) -> tuple[fl
                 times[i].append((time.perf_counter() - started) * 1000)
                 n += 1
 
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     threads = [threading.Thread(target=client, args=(i,)) for i in range(CLIENTS)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    elapsed = time.perf_counter() - started
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
     flat = [x for ts in times for x in ts]
-    return len(flat) / elapsed, flat
+    return len(flat) / elapsed, flat, cpu * 1000 / len(flat)
 
 
 def percentiles(times: list[float]) -> tuple[float, float]:
@@ -137,7 +138,7 @@ def test_request_adjusted_capacity_throughput(db_url: str, monkeypatch: pytest.M
                 with requests.Session() as http:
                     for n in range(20):
                         assert send(http, n).status_code == 200
-            results: dict[str, list[tuple[float, list[float]]]] = {"bare": [], "soap": [], "json": []}
+            results: dict[str, list[tuple[float, list[float], float]]] = {"bare": [], "soap": [], "json": []}
             transactions = {"soap": 0, "json": 0}
             for _ in range(ROUNDS):
                 for name, send in (("bare", bare), ("soap", soap_call), ("json", json_call)):
@@ -150,13 +151,17 @@ def test_request_adjusted_capacity_throughput(db_url: str, monkeypatch: pytest.M
 
     print(f"\nRequestAdjustedCapacity, 1 block, {CLIENTS} client threads x {SECONDS:.0f} s x {ROUNDS} rounds, "
           f"waitress 4 threads, {db.dialect}")  # fmt: skip
-    print(f"{'':8} {'req/s':>8} {'x bare':>8} {'p50 ms':>8} {'p95 ms':>8} {'req/txn':>8}")
-    bare_rate = statistics.mean(r for r, _ in results["bare"])
+    print(f"{'':8} {'req/s':>8} {'x bare':>8} {'p50 ms':>8} {'p95 ms':>8} {'CPU ms':>8} {'req/txn':>8}")
+    bare_rate = statistics.mean(r for r, _, _ in results["bare"])
     for name, runs in results.items():
-        rate = statistics.mean(r for r, _ in runs)
-        p50, p95 = percentiles([t for _, ts in runs for t in ts])
-        per_txn = f"{len([t for _, ts in runs for t in ts]) / transactions[name]:8.2f}" if name in transactions else ""
-        print(f"{name:8} {rate:8.0f} {rate / bare_rate:8.2f} {p50:8.1f} {p95:8.1f} {per_txn}")
+        rate = statistics.mean(r for r, _, _ in runs)
+        latencies = [t for _, ts, _ in runs for t in ts]
+        p50, p95 = percentiles(latencies)
+        cpu_ms = statistics.mean(c for _, _, c in runs)
+        per_txn = f"{len(latencies) / transactions[name]:8.2f}" if name in transactions else ""
+        print(f"{name:8} {rate:8.0f} {rate / bare_rate:8.2f} {p50:8.1f} {p95:8.1f} {cpu_ms:8.2f} {per_txn}")
+    print("CPU ms: the process's CPU time per request, server and client threads together; the GIL")
+    print("lets it use about one core, so throughput follows it.")
     print("In-process medians of one request's steps (ms):")
     for step, ms in steps.items():
         print(f"  {step:48} {ms:6.2f}")
