@@ -153,11 +153,16 @@ def _next_attempt() -> ColumnElement[datetime]:
     return func.coalesce(func.max(case((o.attempts > 0, o.next_attempt_at))), func.min(o.next_attempt_at))
 
 
+def _insert(dialect: str, table: Table) -> Any:
+    """An INSERT that can say what to do on conflict, in the database's own words."""
+    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+
+
 @cache
 def _budget_upsert(dialect: str) -> Prepared:
     """Set budgets. Where one falls below what its CPO confirmed, the notice period (re)starts: a
     further cut has yet to reach it. Where it is back at or above that, nothing is held."""
-    stmt = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(_BUDGETS)
+    stmt = _insert(dialect, _BUDGETS)
     new, noted_at = stmt.excluded.capacity, bindparam("noted_at", type_=_b.reduced_at.type)
     upsert = stmt.on_conflict_do_update(
         index_elements=["cable_id", "start", "cpo_id"],
@@ -169,7 +174,7 @@ def _budget_upsert(dialect: str) -> Prepared:
 @cache
 def _upsert_statement(dialect: str, table: Table, keys: tuple[str, ...], columns: tuple[str, ...]) -> Prepared:
     """INSERT ... ON CONFLICT (keys) DO UPDATE of `columns`, built once per table and dialect."""
-    stmt = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+    stmt = _insert(dialect, table)
     upsert = stmt.on_conflict_do_update(index_elements=list(keys), set_={c: stmt.excluded[c] for c in columns})
     return Prepared(upsert, keys=[*keys, *columns])
 
@@ -662,8 +667,7 @@ class Repository:
         """Hold (or keep holding) the lease `name` until `until`, unless another owner holds it
         past `now`. One statement decides, so two processes can never both win."""
         lease = LeaseRow.__table__.c
-        dialect = self.session.get_bind().dialect.name
-        insert_new = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(LeaseRow)
+        insert_new = _insert(self._dialect, _LEASES)
         self.session.execute(
             insert_new.values(name=name, owner="", expires_at=now).on_conflict_do_nothing(index_elements=["name"])
         )
