@@ -8,12 +8,18 @@ block, alternating between two values, so every request changes a budget, writes
 owes a push. The 4 CPOs share one cable: their requests are decided in batches, one transaction
 each, and the figures say how many requests a transaction carried. Targets: SOAP >= 0.5 and
 JSON >= 0.7 of the bare endpoint's throughput. Run with `make bench`.
+
+Two more pairs of lines say where the limit lies. Both send the same requests through the same
+gateway (credentials, rate limit, codec, record) and batching; "fixed" answers them without a
+decision, "raw" (SQLite only) with `RawDecision`, the least a decision must read and write, in raw
+SQL. The real decision does more than that, so it cannot beat the "raw" line on this machine.
 """
 
+import sqlite3
 import statistics
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -24,8 +30,9 @@ from bench_rest import serve
 from flask import Flask, Response
 
 from service.app import create_app, wiring
+from service.domain.allocation import AdjustStatus
 from service.domain.model import Binding, Cable, Cpo, Subscription
-from service.domain.units import Unit
+from service.domain.units import ZERO, Unit
 from service.oscp.v1 import handlers
 from service.oscp.v1 import messages as m
 from service.oscp.v1.gateway import WSDL_DIR
@@ -97,9 +104,9 @@ def bare_app(body: bytes, content_type: str) -> Flask:
 
 
 def test_request_adjusted_capacity_throughput(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    batches = BatchCounter(monkeypatch)
     db = Database(db_url)
     db.create_schema()
+    batches = Decisions(monkeypatch, db)
     ctx = Context(db, clock=lambda: NOW)
     cable = Cable("c1", "bench", Unit.AMPERE, Decimal(400), 3, Decimal(230))
     grid.create_cable(ctx, cable, actor="bench")
@@ -138,47 +145,131 @@ def test_request_adjusted_capacity_throughput(db_url: str, monkeypatch: pytest.M
                 with requests.Session() as http:
                     for n in range(20):
                         assert send(http, n).status_code == 200
-            results: dict[str, list[tuple[float, list[float], float]]] = {"bare": [], "soap": [], "json": []}
-            transactions = {"soap": 0, "json": 0}
+            phases = [("bare", bare, "real")] + [
+                (f"{name} {mode}" if mode != "real" else name, call, mode)
+                for mode in batches.modes
+                for name, call in (("soap", soap_call), ("json", json_call))
+            ]
+            results: dict[str, list[tuple[float, list[float], float]]] = {name: [] for name, _, _ in phases}
+            transactions = dict.fromkeys(results, 0)
             for _ in range(ROUNDS):
-                for name, send in (("bare", bare), ("soap", soap_call), ("json", json_call)):
-                    before = batches.count
-                    results[name].append(load(send))
-                    if name in transactions:
+                for name, sender, mode in phases:
+                    before, batches.mode = batches.count, mode
+                    results[name].append(load(sender))
+                    if name != "bare":
                         transactions[name] += batches.count - before
+            batches.mode = "real"
     steps = breakdown(ctx, soap, codec, soap_bodies, json_bodies)
     wiring(app).close()
+    db.dispose()
 
     print(f"\nRequestAdjustedCapacity, 1 block, {CLIENTS} client threads x {SECONDS:.0f} s x {ROUNDS} rounds, "
           f"waitress 4 threads, {db.dialect}")  # fmt: skip
-    print(f"{'':8} {'req/s':>8} {'x bare':>8} {'p50 ms':>8} {'p95 ms':>8} {'CPU ms':>8} {'req/txn':>8}")
+    print(f"{'':10} {'req/s':>8} {'x bare':>8} {'p50 ms':>8} {'p95 ms':>8} {'CPU ms':>8} {'req/txn':>8}")
     bare_rate = statistics.mean(r for r, _, _ in results["bare"])
     for name, runs in results.items():
         rate = statistics.mean(r for r, _, _ in runs)
         latencies = [t for _, ts, _ in runs for t in ts]
         p50, p95 = percentiles(latencies)
         cpu_ms = statistics.mean(c for _, _, c in runs)
-        per_txn = f"{len(latencies) / transactions[name]:8.2f}" if name in transactions else ""
-        print(f"{name:8} {rate:8.0f} {rate / bare_rate:8.2f} {p50:8.1f} {p95:8.1f} {cpu_ms:8.2f} {per_txn}")
+        per_txn = f"{len(latencies) / transactions[name]:8.2f}" if transactions[name] else ""
+        print(f"{name:10} {rate:8.0f} {rate / bare_rate:8.2f} {p50:8.1f} {p95:8.1f} {cpu_ms:8.2f} {per_txn}")
     print("CPU ms: the process's CPU time per request, server and client threads together; the GIL")
     print("lets it use about one core, so throughput follows it.")
+    print("fixed: the decision replaced by a fixed answer (the gateway alone); raw: by RawDecision, the")
+    print("least a decision must read and write, in raw SQL (SQLite only).")
     print("In-process medians of one request's steps (ms):")
     for step, ms in steps.items():
         print(f"  {step:48} {ms:6.2f}")
 
 
-class BatchCounter:
-    """Counts the transactions in which requests were decided (one per batch)."""
+class Decisions:
+    """Counts the transactions in which requests were decided (one per batch). `mode` chooses who
+    decides: the use case ("real"), `raw_decision` ("raw") or a fixed answer without the database
+    ("fixed")."""
 
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, db: Database) -> None:
         self.count = 0
-        decide = capacity._decide_requests
+        self.mode = "real"
+        deciders = {"real": capacity._decide_requests, "fixed": fixed_decision}
+        if db.dialect == "sqlite":
+            deciders["raw"] = RawDecision(db)
+        self.modes = tuple(deciders)
 
-        def counted(*args: Any, **kwargs: Any) -> Any:
+        def counted(ctx: Context, cable_id: str, asks: Sequence[Any]) -> Any:
             self.count += 1
-            return decide(*args, **kwargs)
+            return deciders[self.mode](ctx, cable_id, asks)
 
         monkeypatch.setattr(capacity, "_decide_requests", counted)
+
+
+def fixed_decision(_ctx: Context, _cable_id: str, asks: Sequence[Any]) -> list[capacity.RequestResult]:
+    """Every request granted, nothing read or written: what the gateway costs without a decision."""
+    return [capacity.RequestResult(0, AdjustStatus.ACCEPTED, dict(a.wanted), dict(a.wanted), Unit.AMPERE, ZERO)
+            for a in asks]  # fmt: skip
+
+
+class RawDecision:
+    """The least a decision can do, in raw SQL on SQLite: in one transaction per batch, read the
+    block's free capacity and budgets, grant each request what fits, and write the four rows every
+    real decision writes (the budget, the decision, its ledger line, the push owed), several rows a
+    statement where the database allows it. The real decision also reads subscriptions, offline
+    CPOs, notice periods, pending requests and usage, checks the horizon and the invariants, and
+    converts every value through its column type."""
+
+    def __init__(self, db: Database) -> None:
+        self.path = str(db.engine.url.database)
+        self.local = threading.local()
+
+    def _connection(self) -> sqlite3.Connection:
+        connection: sqlite3.Connection | None = getattr(self.local, "connection", None)
+        if connection is None:
+            connection = self.local.connection = sqlite3.connect(self.path, isolation_level=None)
+            connection.execute("PRAGMA busy_timeout=60000")
+        return connection
+
+    def __call__(self, ctx: Context, cable_id: str, asks: Sequence[Any]) -> list[capacity.RequestResult]:
+        db = self._connection()
+        at = ctx.clock().strftime("%Y-%m-%d %H:%M:%S.%f")
+        start = BLOCK_START.strftime("%Y-%m-%d %H:%M:%S.%f")
+        in_block = (cable_id, start)
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            (free,) = db.execute(_FREE, in_block).fetchone()
+            budgets = dict(db.execute(_BUDGETS, in_block))
+            results, budget_rows, ledger_rows = [], [], []
+            for ask in asks:
+                (wanted,) = (int(v * 1000) for v in ask.wanted.values())  # stored in thousandths
+                old = budgets.get(ask.cpo_id, 0)
+                budgets[ask.cpo_id] = new = min(wanted, free - sum(budgets.values()) + old)
+                status = AdjustStatus.ACCEPTED if new == wanted else AdjustStatus.PARTIALLY_ACCEPTED
+                message = f"{ask.cpo_id} asked for {wanted / 1000}"
+                (decision_id,) = db.execute(
+                    _DECISION, (at, ask.actor, cable_id, ask.cpo_id, status, message)
+                ).fetchone()
+                budget_rows.append((cable_id, start, ask.cpo_id, new, new))
+                ledger_rows.append((decision_id, at, cable_id, ask.cpo_id, start, old, new))
+                budget = {BLOCK_START: Decimal(new) / 1000}
+                results.append(capacity.RequestResult(decision_id, status, budget, dict(ask.wanted), Unit.AMPERE, ZERO))
+            db.executemany(_BUDGET, budget_rows)
+            db.executemany(_LEDGER, ledger_rows)
+            db.executemany(_OUTBOX, [(ask.cpo_id, cable_id, at, at) for ask in asks])
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return results
+
+
+_FREE = 'SELECT "limit" - base_load - margin FROM blocks WHERE cable_id = ? AND start = ?'
+_BUDGETS = "SELECT cpo_id, capacity FROM budgets WHERE cable_id = ? AND start = ?"
+_DECISION = """INSERT INTO decisions (at, actor, action, cable_id, cpo_id, status, severity, message)
+VALUES (?, ?, 'request', ?, ?, ?, 'info', ?) RETURNING id"""
+_BUDGET = """INSERT INTO budgets (cable_id, start, cpo_id, capacity, told) VALUES (?, ?, ?, ?, ?)
+ON CONFLICT (cable_id, start, cpo_id) DO UPDATE SET capacity = excluded.capacity, told = excluded.told"""
+_LEDGER = """INSERT INTO ledger (decision_id, at, cable_id, cpo_id, start, old_capacity, new_capacity, reason)
+VALUES (?, ?, ?, ?, ?, ?, ?, 'request')"""
+_OUTBOX = "INSERT INTO outbox (cpo_id, cable_id, created_at, attempts, next_attempt_at) VALUES (?, ?, ?, 0, ?)"
 
 
 def median_ms(action: Callable[[int], object], runs: int = 200) -> float:
