@@ -556,6 +556,30 @@ def test_a_usernametoken_is_not_hidden_by_an_authorization_header_of_another_sch
     assert response.status_code == 200, response.get_data(as_text=True)
 
 
+@pytest.mark.parametrize("transport", SOAP)
+def test_a_client_that_keeps_sending_bodies_nobody_logged_in_with_is_no_longer_parsed(
+    ctx: Context, client: Any, transport: str
+) -> None:
+    from service.oscp.v1.gateway import FAILED_LOGINS_PER_MINUTE
+
+    def garbage() -> TestResponse:  # no Basic: its credentials could only be in the body, which fails the XSD
+        return send(client, transport, RAC, {"cableId": "c1", "noSuchElement": 1}, headers={})
+
+    with unchanged(ctx):
+        refused = [garbage() for _ in range(FAILED_LOGINS_PER_MINUTE)]
+        assert all(r.status_code in (400, 500) and b"InvalidRequest" in r.data for r in refused)
+        throttled = send(client, transport, "Heartbeat", {}, headers={}, header=token())
+    # a good UsernameToken too: the body is not read once the address has used up its failures
+    assert_refused(throttled, transport, "InvalidRequest", "retry after", status=429)
+    other_client = client.post(
+        "/oscp/1.0/soap",
+        data=envelope(transport, "<o:HeartbeatRequest/>", token()),
+        content_type=MEDIA_TYPE[transport],
+        environ_base={"REMOTE_ADDR": "192.0.2.7"},
+    )
+    assert other_client.status_code == 200  # the allowance is the address's
+
+
 # --- the rate limit ---------------------------------------------------------------------------------------------
 
 

@@ -266,7 +266,14 @@ class OscpGateway:
         auth = request.authorization
         if auth is not None and auth.type == "basic":  # check Basic before parsing anything
             ex.caller = self._authenticate()
-        call = self.soap.decode_request(self._body(), request.content_type, request.headers.get("SOAPAction"))
+        else:  # credentials, if any, are in the body: a client that keeps failing is not parsed
+            self._limited(self.failed_logins.check, self._address())
+        try:
+            call = self.soap.decode_request(self._body(), request.content_type, request.headers.get("SOAPAction"))
+        except (SoapFault, _Outcome):
+            if ex.caller is None:  # refused before anyone logged in: a failure of the client's address
+                self._throttle_failures()
+            raise
         ex.operation = call.operation.name
         if ex.caller is None or call.username is not None:
             ex.caller = self._authenticate((call.username, call.password), count=ex.caller is None)
