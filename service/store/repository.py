@@ -724,7 +724,7 @@ class Repository:
 
     def enqueue_pushes(self, cable_id: str, cpo_ids: Iterable[str], now: datetime) -> None:
         """Owe each CPO a push of its budgets on the cable, in the decision's own transaction. The row
-        is due now, but a CPO that is backing off stays backed off: it is due when all its rows are."""
+        is due now, but a CPO that is backing off stays backed off until its retry time."""
         rows = [
             {"cpo_id": cpo_id, "cable_id": cable_id, "created_at": now, "attempts": 0, "next_attempt_at": now}
             for cpo_id in sorted(set(cpo_ids))

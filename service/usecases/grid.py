@@ -8,7 +8,7 @@ import dataclasses
 from decimal import Decimal
 from typing import Any
 
-from service.domain.allocation import available_capacity, new_block, reallocate, resubscribe
+from service.domain.allocation import BudgetChange, available_capacity, new_block, reallocate, resubscribe
 from service.domain.errors import Conflict, NotFound
 from service.domain.model import Cable, LimitOverride, Subscription
 from service.domain.units import ZERO
@@ -194,7 +194,11 @@ def _save_subscription(repo: Repository, ctx: Context, sub: Subscription, *, act
         f"guaranteed minimum {sub.guaranteed_minimum} {cable.unit}"
     )
     decision = DecisionRecord(now, actor, f"subscription_{verb}", message, cable_id=cable.id, cpo_id=sub.cpo_id)
-    _resubscribe(repo, ctx, cable, decision)
+    changes = _resubscribe(repo, ctx, cable, decision)
+    old = subs.get(sub.cpo_id)
+    new_backup = old is None or old.guaranteed_minimum != sub.guaranteed_minimum
+    if new_backup and sub.cpo_id not in {c.cpo_id for c in changes}:  # owed no push for its budgets
+        repo.enqueue_pushes(cable.id, [sub.cpo_id], now)
 
 
 def unsubscribe(ctx: Context, cable_id: str, cpo_id: str, *, actor: str) -> None:
@@ -223,8 +227,10 @@ def _check_minimums(cable: Cable, *, before: dict[str, Subscription], after: dic
         )
 
 
-def _resubscribe(repo: Repository, ctx: Context, cable: Cable, decision: DecisionRecord) -> None:
+def _resubscribe(repo: Repository, ctx: Context, cable: Cable, decision: DecisionRecord) -> list[BudgetChange]:
+    """Re-share the cable's budgets; returns the changes, each of which is owed a push."""
     now = decision.at
     horizon = open_book(repo, ctx, cable, now, start=ctx.horizon(now)[0], end=None)
     ledger = resubscribe(horizon.book, now=now, policy=ctx.policy)
     commit(repo, horizon, decision, ledger, touched=list(horizon.book.blocks))
+    return [*horizon.hand_out.changes, *ledger.changes]

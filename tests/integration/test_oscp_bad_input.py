@@ -37,6 +37,7 @@ MEDIA_TYPE = {"soap11": "text/xml", "soap12": "application/soap+xml"}
 JSON_STATUS = {"InvalidRequest": 400, "NotAuthorized": 401, "NotSubscribed": 403, "UnknownCable": 404}
 SOAP = ["soap11", "soap12"]
 ALL = [*SOAP, "json"]
+SERVER = {"soap11": "Server", "soap12": "Receiver", "json": None}  # the fault code of a failure of ours
 
 # What must never reach a caller: tracebacks, source paths, Python exception names, object reprs.
 LEAKS = re.compile(
@@ -578,6 +579,29 @@ def test_a_client_that_keeps_sending_bodies_nobody_logged_in_with_is_no_longer_p
         environ_base={"REMOTE_ADDR": "192.0.2.7"},
     )
     assert other_client.status_code == 200  # the allowance is the address's
+
+
+@pytest.mark.parametrize("transport", ALL)
+def test_a_failure_inside_the_service_is_an_internal_error_that_says_nothing_of_it(
+    ctx: Context, client: Any, transport: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from service.oscp.v1 import handlers
+    from service.oscp.v1 import messages as m
+
+    def broken(*_: Any) -> Any:
+        raise RuntimeError("secret detail at /srv/gridcap/db")
+
+    monkeypatch.setitem(handlers.DSO_HANDLERS, m.HeartbeatRequest, broken)
+    with unchanged(ctx):
+        response = send(client, transport, "Heartbeat", {})
+    fault = assert_refused(response, transport, "InternalError", "retry later", status=500, soap_code=SERVER[transport])
+    assert "secret" not in response.get_data(as_text=True)
+    assert "secret detail" in caplog.text  # the log has it, for whoever runs the service
+    wiring(client.application).recorder.flush()
+    (record,) = oscp.messages(ctx)
+    assert (record["cpo_id"], record["operation"], record["outcome"], record["http_status"]) == (
+        "a", "Heartbeat", "InternalError", fault.status
+    )  # fmt: skip
 
 
 # --- the rate limit ---------------------------------------------------------------------------------------------

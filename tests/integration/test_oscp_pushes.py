@@ -97,6 +97,8 @@ def test_every_budget_change_is_pushed_over_the_cpos_binding(ctx: Context, bindi
             assert {b.start_time: b.capacity for b in forecast.forecasted_block} == {s: v[cpo] for s, v in view.items()}
         assert link.deliver().delivered == {}  # nothing more is owed
         link.recorder.close()
+    sent = [(r["direction"], r["cpo_id"], r["binding"], r["operation"], r["outcome"]) for r in oscp.messages(ctx)]
+    assert sorted(sent) == [("out", cpo, binding.value, "UpdateCableCapacityForecast", "ok") for cpo in "aabb"]
 
 
 def test_pushes_of_several_decisions_go_out_once_with_the_newest_budgets(cpos: Cpos) -> None:
@@ -112,6 +114,21 @@ def test_pushes_of_several_decisions_go_out_once_with_the_newest_budgets(cpos: C
     assert len(pushes) == 2  # one per CPO, carrying what the three decisions left
     view = budgets(ctx)
     assert {s: v["a"] for s, v in view.items()} in [pushed_budgets(p) for p in pushes]
+
+
+def test_a_changed_minimum_is_pushed_even_where_no_budget_changes(cpos: Cpos) -> None:
+    ctx = cpos.ctx
+    grid.unsubscribe(ctx, "c1", "a", actor="engineer")
+    grid.update_cable(ctx, "c1", {"reserve_share": D(0)}, actor="engineer")
+    grid.update_subscription(ctx, "c1", "b", {"guaranteed_minimum": D(6)}, actor="engineer")  # b gets all
+    confirm_all(cpos)
+    before = budgets(ctx)
+    grid.update_subscription(ctx, "c1", "b", {"guaranteed_minimum": D(7)}, actor="engineer")
+    assert budgets(ctx) == before  # only b's backup capacity changed
+    assert cpos.deliver().delivered == {"b": 1}
+    (forecast,) = cpos.last_push().capacity_forecast
+    assert forecast.backup_capacity is not None
+    assert forecast.backup_capacity.capacity == D(7)
 
 
 def test_a_new_block_entering_the_horizon_is_pushed(cpos: Cpos, clock: Clock) -> None:
