@@ -559,9 +559,14 @@ def test_a_usernametoken_is_not_hidden_by_an_authorization_header_of_another_sch
 
 @pytest.mark.parametrize("transport", SOAP)
 def test_a_client_that_keeps_sending_bodies_nobody_logged_in_with_is_no_longer_parsed(
-    ctx: Context, client: Any, transport: str
+    ctx: Context, client: Any, transport: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from service.oscp.v1.gateway import FAILED_LOGINS_PER_MINUTE
+
+    soap = wiring(client.application).gateway.soap
+    parsed = []
+    decode = soap.decode_request
+    monkeypatch.setattr(soap, "decode_request", lambda *args: parsed.append(1) or decode(*args))
 
     def garbage() -> TestResponse:  # no Basic: its credentials could only be in the body, which fails the XSD
         return send(client, transport, RAC, {"cableId": "c1", "noSuchElement": 1}, headers={})
@@ -572,6 +577,7 @@ def test_a_client_that_keeps_sending_bodies_nobody_logged_in_with_is_no_longer_p
         throttled = send(client, transport, "Heartbeat", {}, headers={}, header=token())
     # a good UsernameToken too: the body is not read once the address has used up its failures
     assert_refused(throttled, transport, "InvalidRequest", "retry after", status=429)
+    assert len(parsed) == FAILED_LOGINS_PER_MINUTE
     other_client = client.post(
         "/oscp/1.0/soap",
         data=envelope(transport, "<o:HeartbeatRequest/>", token()),
@@ -579,6 +585,29 @@ def test_a_client_that_keeps_sending_bodies_nobody_logged_in_with_is_no_longer_p
         environ_base={"REMOTE_ADDR": "192.0.2.7"},
     )
     assert other_client.status_code == 200  # the allowance is the address's
+
+
+@pytest.mark.parametrize("transport", SOAP)
+def test_bad_bodies_with_a_good_usernametoken_count_against_that_cpo_not_its_address(
+    ctx: Context, client: Any, transport: str
+) -> None:
+    from service.oscp.v1.gateway import FAILED_LOGINS_PER_MINUTE
+
+    with unchanged(ctx):
+        for _ in range(FAILED_LOGINS_PER_MINUTE + 1):
+            refused = send(client, transport, RAC, {"cableId": "c1", "noSuchElement": 1}, headers={}, header=token())
+            assert_refused(refused, transport, "InvalidRequest", "noSuchElement")
+        wrong = send(
+            client, transport, RAC, {"cableId": "c1", "noSuchElement": 1}, headers={}, header=token(password="x" * 12)
+        )
+    assert_refused(wrong, transport, "NotAuthorized", "wrong password")  # nothing about the body to a stranger
+    assert send(client, transport, "Heartbeat", {}, headers={}, header=token()).status_code == 200
+    wiring(client.application).recorder.flush()
+    callers = [(r["cpo_id"], r["outcome"]) for r in oscp.messages(ctx, limit=1000)]
+    assert callers == [("a", "InvalidRequest")] * (FAILED_LOGINS_PER_MINUTE + 1) + [
+        (None, "NotAuthorized"),
+        ("a", "ok"),
+    ]
 
 
 @pytest.mark.parametrize("transport", ALL)

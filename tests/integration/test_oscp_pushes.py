@@ -118,6 +118,9 @@ def test_pushes_of_several_decisions_go_out_once_with_the_newest_budgets(cpos: C
 
 def test_a_changed_minimum_is_pushed_even_where_no_budget_changes(cpos: Cpos) -> None:
     ctx = cpos.ctx
+    confirm_all(cpos)
+    grid.update_subscription(ctx, "c1", "a", {"guaranteed_minimum": D(12)}, actor="engineer")
+    assert {r["cpo_id"]: r["depth"] for r in oscp.outbox(ctx)}["a"] == 1  # its budgets changed too: one push
     grid.unsubscribe(ctx, "c1", "a", actor="engineer")
     grid.update_cable(ctx, "c1", {"reserve_share": D(0)}, actor="engineer")
     grid.update_subscription(ctx, "c1", "b", {"guaranteed_minimum": D(6)}, actor="engineer")  # b gets all
@@ -129,6 +132,9 @@ def test_a_changed_minimum_is_pushed_even_where_no_budget_changes(cpos: Cpos) ->
     (forecast,) = cpos.last_push().capacity_forecast
     assert forecast.backup_capacity is not None
     assert forecast.backup_capacity.capacity == D(7)
+    grid.update_subscription(ctx, "c1", "b", {"weight": D(3)}, actor="engineer")
+    assert budgets(ctx) == before
+    assert cpos.deliver().delivered == {}  # neither its budgets nor its backup capacity changed
 
 
 def test_a_new_block_entering_the_horizon_is_pushed(cpos: Cpos, clock: Clock) -> None:

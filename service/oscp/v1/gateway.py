@@ -270,15 +270,28 @@ class OscpGateway:
             self._limited(self.failed_logins.check, self._address())
         try:
             call = self.soap.decode_request(self._body(), request.content_type, request.headers.get("SOAPAction"))
-        except (SoapFault, _Outcome):
-            if ex.caller is None:  # refused before anyone logged in: a failure of the client's address
-                self._throttle_failures()
+        except SoapFault as fault:
+            if ex.caller is None:
+                ex.caller = self._answerable_for(fault.credentials)
+            raise
+        except _Outcome:
+            if ex.caller is None:
+                self._answerable_for((None, None))
             raise
         ex.operation = call.operation.name
         if ex.caller is None or call.username is not None:
             ex.caller = self._authenticate((call.username, call.password), count=ex.caller is None)
         reply = self._handle(ex.caller, call.message)
         return self.soap.encode_response(call.version, call.operation, reply), call.version.content_type
+
+    def _answerable_for(self, token: tuple[str | None, str | None]) -> str | None:
+        """Who answers for a body refused before anyone logged in: the CPO its UsernameToken names,
+        if that holds (the request counts against its rate limit, and it was heard from); else
+        the client's address, as for a failed login. Wrong credentials are the fault then."""
+        if token[0] is None:
+            self._throttle_failures()
+            return None
+        return self._authenticate(token)
 
     def _soap_fault(
         self, ex: "_Exchange", fault: SoapFault, status: int | None = None, headers: dict[str, str] | None = None

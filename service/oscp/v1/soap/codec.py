@@ -109,6 +109,7 @@ class SoapFault(Exception):
         self.message = message
         self.sender = sender
         self.envelope_fault = envelope_fault
+        self.credentials: tuple[str | None, str | None] = (None, None)  # the UsernameToken, if read before
 
     @classmethod
     def from_oscp_fault(cls, version: SoapVersion, fault: OscpFault) -> "SoapFault":
@@ -206,21 +207,25 @@ class SoapCodec:
         envelope = self._parse(version, body, "request")
         header, soap_body = self._envelope_parts(version, envelope)
         username, password = self._credentials(version, header)
-        child = _single_child(version, soap_body)
-        qname = etree.QName(child)
-        operation = self._routes.get(qname.text)
-        if operation is None:
-            served = ", ".join(self._operations)
-            raise _client(version, f"unknown operation {_display(qname)}; this endpoint serves {served}")
-        if soap_action is None and version is SoapVersion.SOAP12:
-            soap_action = _split_content_type(content_type)[1].get("action")
-        self._check_action(version, operation, qname, soap_action)
-        self._validate(version, child, "request")
-        data = self._parse_element(version, self._zeep_operation(version, operation).input.body, child)
         try:
-            message: Message = wire.from_wire(operation.request, data)
-        except OscpFault as exc:
-            raise SoapFault.from_oscp_fault(version, exc) from None
+            child = _single_child(version, soap_body)
+            qname = etree.QName(child)
+            operation = self._routes.get(qname.text)
+            if operation is None:
+                served = ", ".join(self._operations)
+                raise _client(version, f"unknown operation {_display(qname)}; this endpoint serves {served}")
+            if soap_action is None and version is SoapVersion.SOAP12:
+                soap_action = _split_content_type(content_type)[1].get("action")
+            self._check_action(version, operation, qname, soap_action)
+            self._validate(version, child, "request")
+            data = self._parse_element(version, self._zeep_operation(version, operation).input.body, child)
+            try:
+                message: Message = wire.from_wire(operation.request, data)
+            except OscpFault as exc:
+                raise SoapFault.from_oscp_fault(version, exc) from None
+        except SoapFault as fault:  # the caller can still be told apart from an anonymous one
+            fault.credentials = (username, password)
+            raise
         return SoapCall(version, operation, message, username, password)
 
     def encode_response(self, version: SoapVersion, operation: Operation, message: Message) -> bytes:
