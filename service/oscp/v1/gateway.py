@@ -274,9 +274,9 @@ class OscpGateway:
             if ex.caller is None:
                 ex.caller = self._answerable_for(fault.credentials)
             raise
-        except _Outcome:
+        except _Outcome:  # too big to read: nobody logged in
             if ex.caller is None:
-                self._answerable_for((None, None))
+                self._throttle_failures()
             raise
         ex.operation = call.operation.name
         if ex.caller is None or call.username is not None:
