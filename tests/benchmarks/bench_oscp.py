@@ -218,8 +218,8 @@ def raw_decision(ctx: Context, cable_id: str, asks: Sequence[Any]) -> list[capac
     grant each request what fits, and write what every real decision writes (the decision; where a
     budget changed, the budget, its ledger line and the push owed), several rows a statement where
     the database allows it. The real decision also reads subscriptions, offline CPOs, notice periods,
-    pending requests and usage, checks the horizon and the invariants, confirms what the CPO was
-    told, and converts every value through its column type."""
+    pending requests and usage, checks the horizon and the invariants, and converts every value
+    through its column type."""
     at = ctx.clock().strftime("%Y-%m-%d %H:%M:%S.%f")  # SQLAlchemy's DATETIME text on SQLite
     start = BLOCK_START.strftime("%Y-%m-%d %H:%M:%S.%f")
     in_block = (cable_id, start)
